@@ -6,6 +6,7 @@
 #include <string.h>
 #include <cmocka.h>
 
+#include "runtime/b64.h"
 #include "runtime/buf.h"
 #include "runtime/err.h"
 #include "runtime/log.h"
@@ -80,6 +81,32 @@ static void test_log_redacts_secrets(void **state)
     assert_int_equal(strlen(out), 7);
 }
 
+static void test_b64_round_trip_and_strictness(void **state)
+{
+    struct rt_buf b;
+    rt_buf_init(&b, 1024);
+    assert_int_equal(b64_encode(&b, span_cstr("any carnal pleas"), 0), 0);
+    assert_string_equal(rt_buf_cstr(&b), "YW55IGNhcm5hbCBwbGVhcw==");
+    rt_buf_reset(&b);
+    const uint8_t raw[] = {0xfb, 0xff, 0xfe};
+    assert_int_equal(b64_encode(&b, span_make(raw, 3), 1), 0);
+    assert_string_equal(rt_buf_cstr(&b), "-__-");
+    rt_buf_reset(&b);
+    assert_int_equal(b64_decode(&b, span_cstr("YW55IGNhcm5hbCBwbGVhcw=="), 0), 0);
+    assert_string_equal(rt_buf_cstr(&b), "any carnal pleas");
+    rt_buf_reset(&b);
+    assert_int_equal(b64_decode(&b, span_cstr("YQ"), 1), 0);
+    assert_string_equal(rt_buf_cstr(&b), "a");
+    rt_buf_reset(&b);
+    assert_int_equal(b64_decode(&b, span_cstr("YR"), 1), ENS_EPARSE); /* non-zero tail bits */
+    assert_int_equal(b64_decode(&b, span_cstr("Y W"), 1), ENS_EPARSE);
+    assert_int_equal(b64_decode(&b, span_cstr("YQ=="), 1), ENS_EPARSE);
+    assert_int_equal(b64_decode(&b, span_cstr("Y"), 1), ENS_EPARSE);
+    assert_int_equal(b64_decode(&b, span_cstr("YQ="), 0), ENS_EPARSE);
+    assert_int_equal(b.len, 0);
+    rt_buf_cleanup(&b);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -88,6 +115,7 @@ int main(void)
         cmocka_unit_test(test_span_decimal_bounds),
         cmocka_unit_test(test_err_names),
         cmocka_unit_test(test_log_redacts_secrets),
+        cmocka_unit_test(test_b64_round_trip_and_strictness),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
