@@ -4,14 +4,14 @@
 #define ENS_PROTOCOLS_LIMITS_H
 
 /* HTTP/1.1 */
-#define H1_MAX_HEADER_BYTES      (16 * 1024) /* request line + all header lines */
-#define H1_MAX_HEADERS           64
-#define H1_DEFAULT_MAX_BODY      (1024 * 1024) /* http.max_body_bytes default */
-#define H1_MAX_PIPELINED         16            /* parsed, unanswered requests per connection */
-#define H1_IDLE_TIMEOUT_MS       30000         /* keep-alive connection with no request */
-#define H1_READ_TIMEOUT_MS       15000         /* a started request must complete within this */
-#define H1_CLIENT_MAX_RESPONSE   (4 * 1024 * 1024)
-#define H1_MAX_CONNECTIONS       10000 /* per listener per scheduler */
+#define H1_MAX_HEADER_BYTES    (16 * 1024) /* request line + all header lines */
+#define H1_MAX_HEADERS         64
+#define H1_DEFAULT_MAX_BODY    (1024 * 1024) /* http.max_body_bytes default */
+#define H1_MAX_PIPELINED       16            /* parsed, unanswered requests per connection */
+#define H1_IDLE_TIMEOUT_MS     30000         /* keep-alive connection with no request */
+#define H1_READ_TIMEOUT_MS     15000         /* a started request must complete within this */
+#define H1_CLIENT_MAX_RESPONSE (4 * 1024 * 1024)
+#define H1_MAX_CONNECTIONS     10000 /* per listener per scheduler */
 
 /* HTTP/2 client */
 #define H2_MAX_CONCURRENT_STREAMS 1000
@@ -29,9 +29,9 @@
 #define SOAP_MAX_TEXT_BYTES    4096 /* subject, names */
 
 /* JOSE */
-#define JOSE_MAX_COMPACT       (64 * 1024)
-#define JOSE_MAX_HEADER_JSON   4096
-#define JOSE_MAX_PLAINTEXT     (48 * 1024)
+#define JOSE_MAX_COMPACT     (64 * 1024)
+#define JOSE_MAX_HEADER_JSON 4096
+#define JOSE_MAX_PLAINTEXT   (48 * 1024)
 
 /* Push */
 #define APNS_MAX_PAYLOAD 4096

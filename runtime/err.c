@@ -8,10 +8,9 @@ struct err_row {
     const char *msg;
 };
 
-static const struct err_row kErrors[] = {
-    {ENS_OK, "OK", "success"},
+static const struct err_row kErrors[] = {{ENS_OK, "OK", "success"},
 #define ERR_ROW(name, value, msg) {value, #name, msg},
-    ENS_ERRNO_MAP(ERR_ROW)
+                                         ENS_ERRNO_MAP(ERR_ROW)
 #undef ERR_ROW
 };
 

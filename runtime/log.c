@@ -57,14 +57,9 @@ struct redact_rule {
 };
 
 static const struct redact_rule kRedactRules[] = {
-    {"/ews/", " ?\"'\\\t\r\n"},
-    {"Bearer ", " \"'\\\t\r\n,"},
-    {"bearer ", " \"'\\\t\r\n,"},
-    {"Basic ", " \"'\\\t\r\n,"},
-    {"\"password\":\"", "\""},
-    {"\"accessToken\":\"", "\""},
-    {"\"token\":\"", "\""},
-    {"password=", " &\"\t\r\n"},
+    {"/ews/", " ?\"'\\\t\r\n"},  {"Bearer ", " \"'\\\t\r\n,"}, {"bearer ", " \"'\\\t\r\n,"},
+    {"Basic ", " \"'\\\t\r\n,"}, {"\"password\":\"", "\""},    {"\"accessToken\":\"", "\""},
+    {"\"token\":\"", "\""},      {"password=", " &\"\t\r\n"},
 };
 
 void rt_log_redact(const char *in, char *out, size_t cap)
@@ -134,12 +129,14 @@ void rt_log(enum rt_log_level level, const char *event, const char *fmt, ...)
     gmtime_r(&ts.tv_sec, &tm);
     char when[96];
     snprintf(when, sizeof(when), "%04d-%02d-%02dT%02d:%02d:%02d.%03dZ", tm.tm_year + 1900,
-             tm.tm_mon + 1, tm.tm_mday, tm.tm_hour, tm.tm_min, tm.tm_sec, (int)(ts.tv_nsec / 1000000));
+             tm.tm_mon + 1, tm.tm_mday, tm.tm_hour, tm.tm_min, tm.tm_sec,
+             (int)(ts.tv_nsec / 1000000));
     int n;
     if (atomic_load_explicit(&g_format, memory_order_relaxed) == RT_LOG_JSON) {
         json_escape(clean, esc, sizeof(esc));
-        n = snprintf(line, sizeof(line), "{\"ts\":\"%s\",\"level\":\"%s\",\"event\":\"%s\",\"msg\":\"%s\"}\n",
-                     when, kLevelNames[level], event, esc);
+        n = snprintf(line, sizeof(line),
+                     "{\"ts\":\"%s\",\"level\":\"%s\",\"event\":\"%s\",\"msg\":\"%s\"}\n", when,
+                     kLevelNames[level], event, esc);
     } else {
         n = snprintf(line, sizeof(line), "%s %-5s %s %s\n", when, kLevelNames[level], event, clean);
     }

@@ -20,9 +20,10 @@
 /* ---- TLS contexts (shared, read-only after creation; any thread) ---- */
 
 struct rt_tls_server_opts {
-    const char *cert_file;    /* PEM chain, leaf first */
-    const char *key_file;     /* PEM private key */
-    const char *const *alpn;  /* NULL-terminated preference list, e.g. {"h2","http/1.1",NULL}; NULL for none */
+    const char *cert_file; /* PEM chain, leaf first */
+    const char *key_file;  /* PEM private key */
+    const char *const
+        *alpn; /* NULL-terminated preference list, e.g. {"h2","http/1.1",NULL}; NULL for none */
 };
 
 struct rt_tls_client_opts {
@@ -37,8 +38,10 @@ struct rt_tls_client_opts {
  * Client contexts verify the peer chain and the host name (or IP address when
  * the host is a literal). On failure they return NULL and write a reason
  * (never key material) to |err| (capacity |errlen|). Free with rt_tls_ctx_free. */
-struct rt_tls_ctx *rt_tls_ctx_server_new(const struct rt_tls_server_opts *o, char *err, size_t errlen);
-struct rt_tls_ctx *rt_tls_ctx_client_new(const struct rt_tls_client_opts *o, char *err, size_t errlen);
+struct rt_tls_ctx *rt_tls_ctx_server_new(const struct rt_tls_server_opts *o, char *err,
+                                         size_t errlen);
+struct rt_tls_ctx *rt_tls_ctx_client_new(const struct rt_tls_client_opts *o, char *err,
+                                         size_t errlen);
 void rt_tls_ctx_free(struct rt_tls_ctx *ctx);
 
 /* ---- URLs ---- */
@@ -79,10 +82,10 @@ void rt_listener_close(struct rt_listener *l);
 /* ---- Connecting ---- */
 
 struct rt_connect_opts {
-    const char *host;        /* name or literal; resolved on the thread pool */
+    const char *host; /* name or literal; resolved on the thread pool */
     uint16_t port;
-    struct rt_tls_ctx *tls;  /* NULL for plain TCP; must outlive the stream */
-    uint64_t deadline_ms;    /* absolute, on uv_now(loop)'s clock; covers DNS+TCP+TLS */
+    struct rt_tls_ctx *tls; /* NULL for plain TCP; must outlive the stream */
+    uint64_t deadline_ms;   /* absolute, on uv_now(loop)'s clock; covers DNS+TCP+TLS */
 };
 
 /* Connect callback: on success |status| is 0 and |s| a stream owned by the

@@ -1,0 +1,273 @@
+/* Tests for runtime/rt.c: ordering, cross-thread sends, stopped actors,
+ * suspension, timers and the stop hook. */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stdatomic.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <cmocka.h>
+
+#include "runtime/alloc.h"
+#include "runtime/err.h"
+#include "runtime/rt.h"
+
+enum { MSG_NUM = 1, MSG_TICK, MSG_SUSPEND, MSG_RESUME_LATER, MSG_STOP };
+
+#define SENDERS    4
+#define PER_SENDER 20000
+
+struct num_msg {
+    struct rt_msg hdr;
+    int sender;
+    int seq;
+};
+
+struct counter {
+    int next[SENDERS];
+    _Atomic int received;
+    _Atomic int out_of_order;
+    _Atomic int wrong_thread;
+    struct rt_sched *home;
+    _Atomic int ticks;
+    int suspended_seen;
+    struct rt_timer *timer;
+    uv_timer_t *resume_timer;
+    _Atomic int destroyed;
+};
+
+static struct rt_actor *g_suspended_actor;
+
+static void resume_cb(uv_timer_t *t)
+{
+    rt_actor_resume(g_suspended_actor);
+    uv_close((uv_handle_t *)t, (uv_close_cb)ens_free);
+}
+
+static void counter_receive(struct rt_actor *a, struct rt_msg *m)
+{
+    struct counter *c = rt_actor_state(a);
+    if (rt_sched_current() != rt_actor_sched(a))
+        atomic_fetch_add(&c->wrong_thread, 1);
+    switch (m->type) {
+    case MSG_NUM: {
+        struct num_msg *n = (struct num_msg *)m;
+        if (c->next[n->sender] != n->seq)
+            atomic_fetch_add(&c->out_of_order, 1);
+        c->next[n->sender] = n->seq + 1;
+        atomic_fetch_add(&c->received, 1);
+        break;
+    }
+    case MSG_TICK:
+        atomic_fetch_add(&c->ticks, 1);
+        break;
+    case MSG_SUSPEND: {
+        /* stay suspended for 50 ms: nothing may be delivered meanwhile */
+        rt_actor_suspend(a);
+        c->suspended_seen = atomic_load(&c->received);
+        g_suspended_actor = a;
+        uv_timer_t *t = ens_malloc(sizeof(*t));
+        uv_timer_init(rt_actor_loop(a), t);
+        uv_timer_start(t, resume_cb, 50, 0);
+        break;
+    }
+    case MSG_STOP:
+        rt_actor_stop(a);
+        break;
+    }
+    rt_msg_free(m);
+}
+
+static void counter_destroy(struct rt_actor *a)
+{
+    struct counter *c = rt_actor_state(a);
+    atomic_store(&c->destroyed, 1);
+}
+
+static const struct rt_actor_type kCounter = {"counter", counter_receive, counter_destroy};
+
+struct sender_arg {
+    struct rt *rt;
+    rt_actor_id to;
+    int sender;
+};
+
+static void sender_main(void *p)
+{
+    struct sender_arg *s = p;
+    for (int i = 0; i < PER_SENDER; i++) {
+        struct num_msg *m = rt_msg_new(sizeof(*m), MSG_NUM);
+        m->sender = s->sender;
+        m->seq = i;
+        while (rt_send(s->rt, s->to, &m->hdr) == ENS_EFULL)
+            uv_sleep(1);
+    }
+}
+
+static void wait_for(_Atomic int *v, int want)
+{
+    for (int i = 0; i < 5000 && atomic_load(v) < want; i++)
+        uv_sleep(1);
+}
+
+static void test_cross_thread_sends_keep_per_sender_order(void **state)
+{
+    struct rt *rt = rt_new(2, NULL);
+    assert_non_null(rt);
+    assert_int_equal(rt_start(rt), 0);
+    struct counter c = {0};
+    rt_actor_id id;
+    assert_int_equal(rt_spawn(rt, 1, &kCounter, &c, &id), 0);
+    assert_int_not_equal(id, 0);
+
+    uv_thread_t th[SENDERS];
+    struct sender_arg args[SENDERS];
+    for (int i = 0; i < SENDERS; i++) {
+        args[i] = (struct sender_arg){rt, id, i};
+        uv_thread_create(&th[i], sender_main, &args[i]);
+    }
+    for (int i = 0; i < SENDERS; i++)
+        uv_thread_join(&th[i]);
+    wait_for(&c.received, SENDERS * PER_SENDER);
+    assert_int_equal(atomic_load(&c.received), SENDERS * PER_SENDER);
+    assert_int_equal(atomic_load(&c.out_of_order), 0);
+    assert_int_equal(atomic_load(&c.wrong_thread), 0);
+
+    /* a stopped actor's id is dead for good, even when its slot is reused */
+    struct rt_msg *stop = rt_msg_new(sizeof(*stop), MSG_STOP);
+    assert_int_equal(rt_send(rt, id, stop), 0);
+    wait_for(&c.destroyed, 1);
+    assert_int_equal(atomic_load(&c.destroyed), 1);
+    struct rt_msg *late = rt_msg_new(sizeof(*late), MSG_TICK);
+    assert_int_equal(rt_send(rt, id, late), ENS_ENOACTOR);
+    struct counter c2 = {0};
+    rt_actor_id id2;
+    assert_int_equal(rt_spawn(rt, 0, &kCounter, &c2, &id2), 0);
+    assert_int_not_equal(id2, id);
+    assert_int_equal(rt_send(rt, id, late), ENS_ENOACTOR);
+    rt_msg_free(late);
+    assert_int_equal(rt_actor_count(rt), 1);
+
+    rt_stop(rt, 1000);
+    rt_join(rt);
+    /* actors still alive at stop are destroyed by their scheduler */
+    assert_int_equal(atomic_load(&c2.destroyed), 1);
+    rt_free(rt);
+}
+
+static void test_suspended_actor_gets_nothing_until_resumed(void **state)
+{
+    struct rt *rt = rt_new(1, NULL);
+    assert_int_equal(rt_start(rt), 0);
+    struct counter c = {0};
+    rt_actor_id id;
+    assert_int_equal(rt_spawn(rt, 0, &kCounter, &c, &id), 0);
+    assert_int_equal(rt_send(rt, id, rt_msg_new(sizeof(struct rt_msg), MSG_SUSPEND)), 0);
+    uv_sleep(10);
+    for (int i = 0; i < 10; i++) {
+        struct num_msg *m = rt_msg_new(sizeof(*m), MSG_NUM);
+        m->seq = i;
+        assert_int_equal(rt_send(rt, id, &m->hdr), 0);
+    }
+    uv_sleep(20);
+    assert_int_equal(atomic_load(&c.received), 0); /* still suspended */
+    wait_for(&c.received, 10);
+    assert_int_equal(atomic_load(&c.received), 10);
+    assert_int_equal(atomic_load(&c.out_of_order), 0);
+    rt_stop(rt, 1000);
+    rt_join(rt);
+    rt_free(rt);
+}
+
+/* An actor that arms a timer on its first message. */
+static void ticker_receive(struct rt_actor *a, struct rt_msg *m)
+{
+    struct counter *c = rt_actor_state(a);
+    if (m->type == MSG_NUM) {
+        c->timer = rt_timer_new(a, MSG_TICK);
+        rt_timer_arm(c->timer, 20);
+    } else if (m->type == MSG_TICK) {
+        if (atomic_fetch_add(&c->ticks, 1) + 1 < 3)
+            rt_timer_arm(c->timer, 10);
+    }
+    rt_msg_free(m);
+}
+
+static const struct rt_actor_type kTicker = {"ticker", ticker_receive, counter_destroy};
+
+static void test_timers_deliver_messages(void **state)
+{
+    struct rt *rt = rt_new(1, NULL);
+    assert_int_equal(rt_start(rt), 0);
+    struct counter c = {0};
+    rt_actor_id id;
+    assert_int_equal(rt_spawn(rt, 0, &kTicker, &c, &id), 0);
+    assert_int_equal(rt_send(rt, id, rt_msg_new(sizeof(struct num_msg), MSG_NUM)), 0);
+    wait_for(&c.ticks, 3);
+    uv_sleep(30);
+    assert_int_equal(atomic_load(&c.ticks), 3);
+    rt_stop(rt, 1000);
+    rt_join(rt);
+    assert_int_equal(atomic_load(&c.destroyed), 1);
+    rt_free(rt);
+}
+
+static _Atomic int g_stop_hooks;
+
+static void hook_stop(struct rt_sched *s, void *ud)
+{
+    atomic_fetch_add(&g_stop_hooks, 1);
+    rt_sched_stopped(s);
+}
+
+static void never_stop(struct rt_sched *s, void *ud)
+{
+    atomic_fetch_add(&g_stop_hooks, 1); /* the grace timer must end it */
+}
+
+static void test_stop_runs_hooks_and_grace_bounds_it(void **state)
+{
+    struct rt_sched_hooks hooks = {NULL, hook_stop, NULL};
+    struct rt *rt = rt_new(3, &hooks);
+    assert_int_equal(rt_start(rt), 0);
+    rt_stop(rt, 1000);
+    rt_join(rt);
+    assert_int_equal(atomic_load(&g_stop_hooks), 3);
+    rt_free(rt);
+
+    atomic_store(&g_stop_hooks, 0);
+    struct rt_sched_hooks stuck = {NULL, never_stop, NULL};
+    rt = rt_new(1, &stuck);
+    assert_int_equal(rt_start(rt), 0);
+    uint64_t t0 = uv_hrtime();
+    rt_stop(rt, 100);
+    rt_join(rt);
+    uint64_t ms = (uv_hrtime() - t0) / 1000000;
+    assert_int_equal(atomic_load(&g_stop_hooks), 1);
+    assert_true(ms >= 90 && ms < 2000);
+    rt_free(rt);
+}
+
+static void test_place_spreads_keys(void **state)
+{
+    struct rt *rt = rt_new(4, NULL);
+    int hits[4] = {0};
+    for (uint64_t k = 0; k < 4000; k++)
+        hits[rt_place(rt, k)]++;
+    for (int i = 0; i < 4; i++)
+        assert_true(hits[i] > 800 && hits[i] < 1200);
+    assert_int_equal(rt_place(rt, 42), rt_place(rt, 42));
+    rt_free(rt);
+    assert_null(rt_new(0, NULL));
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_cross_thread_sends_keep_per_sender_order),
+        cmocka_unit_test(test_suspended_actor_gets_nothing_until_resumed),
+        cmocka_unit_test(test_timers_deliver_messages),
+        cmocka_unit_test(test_stop_runs_hooks_and_grace_bounds_it),
+        cmocka_unit_test(test_place_spreads_keys),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
