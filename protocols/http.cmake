@@ -1,1 +1,10 @@
-# Filled in by the module's owner.
+# HTTP/1.1: the llhttp codec, server connections and the client.
+ens_module(ens_http
+  SOURCES protocols/h1_parser.c protocols/h1_server.c protocols/h1_client.c
+  LIBS ens_net ens_llhttp ens_base)
+
+ens_unit_test(h1_parser_test SOURCES tests/unit/protocols/h1_parser_test.c LIBS ens_http TIMEOUT 30)
+ens_unit_test(h1_http_test SOURCES tests/unit/protocols/h1_http_test.c LIBS ens_http TIMEOUT 60)
+
+ens_fuzz_target(fuzz_h1_request SOURCES tests/fuzz/fuzz_h1_request.c LIBS ens_http)
+ens_fuzz_target(fuzz_h1_response SOURCES tests/fuzz/fuzz_h1_response.c LIBS ens_http)
