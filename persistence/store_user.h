@@ -1,0 +1,206 @@
+/* The mailbox in Redis: its scalar state, its devices, its indexes and its
+ * sealed credential blobs.
+ *
+ * Layout (one hash tag per mailbox, so a Redis Cluster could shard by it):
+ *   ens:u:{<uid>}                HASH  scalar fields of struct store_user
+ *   ens:u:{<uid>}:dev            HASH  deviceId -> compact JSON of the device
+ *   ens:u:{<uid>}:cred:<credId>  STRING sealed blob (binary)
+ *   ens:u:{<uid>}:creds          SET   credIds, so a delete finds every blob
+ * Global indexes (their own slots; the MULTI that writes them with the mailbox
+ * therefore needs a single-node Redis or a Lua-free cluster redesign):
+ *   ens:idx:email:<tenantId>:<lower-cased email> -> uid
+ *   ens:idx:dev:<deviceId> -> uid
+ *   ens:idx:sub:<subscriptionId> -> uid
+ * Nothing secret is stored in clear: devices keep only a SHA-256 of their key,
+ * credentials only as blobs the caller sealed.
+ *
+ * All functions run on the store's loop thread. Async calls follow
+ * store_redis.h: an error return means the callback never runs; 0 means it runs
+ * exactly once, later (ENS_ECANCELED when the store is freed first). */
+#ifndef ENS_PERSISTENCE_STORE_USER_H
+#define ENS_PERSISTENCE_STORE_USER_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "persistence/store_redis.h"
+#include "runtime/buf.h"
+#include "runtime/span.h"
+
+#define STORE_ID_CHARS        22 /* base64url of 16 random bytes */
+#define STORE_MAX_DEVICES     32
+#define STORE_MAX_CLIENT_ID   128
+#define STORE_MAX_PUSH_TOKEN  512
+#define STORE_MAX_APP_ID      256
+#define STORE_MAX_EMAIL       320
+#define STORE_MAX_EWS_URL     2048
+#define STORE_MAX_SUB_ID      1024 /* SOAP_MAX_ID_BYTES */
+#define STORE_MAX_WATERMARK   1024
+#define STORE_CRED_ID_CHARS   16 /* hex */
+#define STORE_MAX_PUSH_RESULT 32
+#define STORE_MAX_CRED_BLOB   (64 * 1024)
+#define STORE_MAX_DEVICE_JSON 4096 /* a stored device record, as read back */
+#define STORE_KEY_HASH_CHARS  64   /* hex SHA-256 */
+#define STORE_MAX_FIELD_VALUE 4096 /* any scalar hash field read back */
+#define STORE_MAX_HASH_FIELDS 64   /* scalar fields read back */
+
+enum store_sub_state {
+    STORE_SUB_NONE = 0,
+    STORE_SUB_SUBSCRIBING,
+    STORE_SUB_ACTIVE,
+    STORE_SUB_PENDING,
+    STORE_SUB_STALE,
+    STORE_SUB_LOST,
+    STORE_SUB_BLOCKED,
+};
+#define STORE_SUB_STATE_COUNT 7
+
+/* store_sub_state_name returns the static lower-case name ("active"), or
+ * "none" for an out-of-range value. */
+const char *store_sub_state_name(enum store_sub_state st);
+
+/* store_sub_state_parse maps a name to its state: 1 on success, 0 if unknown. */
+int store_sub_state_parse(struct span name, enum store_sub_state *out);
+
+/* store_id_new writes a fresh random id (22 base64url chars and a NUL). */
+void store_id_new(char out[STORE_ID_CHARS + 1]);
+
+/* store_id_valid returns 1 if |id| is exactly STORE_ID_CHARS base64url chars. */
+int store_id_valid(const char *id);
+
+struct store_device {
+    char device_id[STORE_ID_CHARS + 1];      /* ours, stable for (tenant, client id) */
+    char client_id[STORE_MAX_CLIENT_ID + 1]; /* the app's device.id */
+    char platform[8];                        /* "ios" | "android" */
+    char push_token[STORE_MAX_PUSH_TOKEN + 1];
+    char app_id[STORE_MAX_APP_ID + 1];
+    char environment[12];                    /* "production" | "sandbox" */
+    char key_hash[STORE_KEY_HASH_CHARS + 1]; /* hex SHA-256 of the deviceKey */
+    char preview[8];                         /* "full" | "sender" | "none" */
+    int badge;                               /* 0 or 1 */
+    int blocked;                             /* 0 or 1 */
+    int64_t created_at;
+    int64_t last_push_at;
+    char last_push_result[STORE_MAX_PUSH_RESULT + 1];
+};
+
+struct store_sub {
+    char id[STORE_MAX_SUB_ID + 1]; /* "" when there is none */
+    enum store_sub_state state;
+    char watermark[STORE_MAX_WATERMARK + 1];
+    char cred_id[STORE_CRED_ID_CHARS + 1]; /* lower-case hex, "" for none */
+    uint32_t sealing_kid;
+    uint32_t status_frequency_min;
+    int64_t last_status_at;
+    int64_t created_at;
+};
+
+struct store_counters {
+    uint64_t callbacks;
+    uint64_t notifications;
+    uint64_t pushes_ok;
+    uint64_t pushes_failed;
+};
+
+struct store_user {
+    char user_id[STORE_ID_CHARS + 1];
+    char tenant_id[STORE_ID_CHARS + 1];
+    char email[STORE_MAX_EMAIL + 1];
+    char ews_url[STORE_MAX_EWS_URL + 1];
+    char auth_type[12]; /* "basic" | "oauth" | "certificate" */
+    uint16_t cred_fp;   /* keyed fingerprint of the credentials, 16 bits at most */
+    int badge;
+    int64_t created_at;
+    int64_t updated_at;
+    struct store_sub sub;
+    struct store_counters counters;
+    struct store_device *devices; /* n_devices entries, owned */
+    size_t n_devices;
+};
+
+/* store_user_new returns a zeroed user with no devices; free with store_user_free. */
+struct store_user *store_user_new(void);
+
+/* store_user_free releases |u| and its devices; NULL is fine. */
+void store_user_free(struct store_user *u);
+
+/* store_user_add_device appends a zeroed device and returns it (borrowed, valid
+ * until the next add/remove), or NULL at STORE_MAX_DEVICES. */
+struct store_device *store_user_add_device(struct store_user *u);
+
+/* store_user_find_device returns the device with |device_id| (borrowed) or NULL. */
+struct store_device *store_user_find_device(struct store_user *u, const char *device_id);
+
+/* store_user_remove_device drops the device; 0 or ENS_ENOTFOUND. Pointers to
+ * devices are invalidated. The caller passes the id to store_user_save so the
+ * index entry goes too. */
+int store_user_remove_device(struct store_user *u, const char *device_id);
+
+/* store_device_encode appends the device's JSON record (without device_id,
+ * which is the hash field) to |out|: 0, ENS_ETOOBIG or ENS_EINVAL. */
+int store_device_encode(const struct store_device *d, struct rt_buf *out);
+
+/* store_device_decode parses an untrusted stored record into |out| (device_id
+ * is left alone). Every field is bounded and checked; unknown members are
+ * ignored. 0, ENS_EPARSE or ENS_ETOOBIG; |out| is unspecified on error. */
+int store_device_decode(struct span json, struct store_device *out);
+
+typedef void (*store_user_cb)(int err, struct store_user *u, void *ud);
+typedef void (*store_done_cb)(int err, void *ud);
+typedef void (*store_uid_cb)(int err, const char *uid, void *ud);
+typedef void (*store_blob_cb)(int err, struct span blob, void *ud);
+
+/* store_user_load reads a mailbox in one round trip. The callback gets 0 and a
+ * user it then owns (store_user_free), or ENS_ENOTFOUND / ENS_ESTORE /
+ * ENS_ETIMEDOUT / ENS_ECANCELED / ENS_EPARSE with u NULL. Device records that do
+ * not decode are skipped with a warning, so one bad record cannot lock a
+ * mailbox; the next save drops them. Synchronous errors: ENS_EINVAL (bad uid)
+ * and those of store_cmdargv. */
+int store_user_load(struct store *s, const char *uid, uint64_t deadline_ms, store_user_cb cb,
+                    void *ud);
+
+/* store_user_save writes the whole mailbox in one MULTI/EXEC: the scalar hash,
+ * the device hash (replaced), the email index, every device's index, the sub
+ * index. |removed_ids| (|n_removed| device ids, may be NULL) lose their index
+ * entries; |old_sub_id| (NULL or "" for none), when it differs from
+ * u->sub.id, loses its index entry. |u| is borrowed and only read during the
+ * call. ENS_EINVAL for a user that does not validate (ids, sizes, names). */
+int store_user_save(struct store *s, const struct store_user *u, const char *old_sub_id,
+                    const char *const *removed_ids, size_t n_removed, uint64_t deadline_ms,
+                    store_done_cb cb, void *ud);
+
+/* store_user_delete removes the mailbox, its devices and their indexes, its
+ * email and sub index entries and every credential blob (two round trips: read,
+ * then one MULTI/EXEC). ENS_ENOTFOUND to the callback when it did not exist. */
+int store_user_delete(struct store *s, const char *uid, uint64_t deadline_ms, store_done_cb cb,
+                      void *ud);
+
+/* store_user_find_by_email looks up (tenant, email); the email is lower-cased
+ * for the key. The callback's |uid| is borrowed for the call; ENS_ENOTFOUND
+ * when absent. */
+int store_user_find_by_email(struct store *s, const char *tenant_id, const char *email,
+                             uint64_t deadline_ms, store_uid_cb cb, void *ud);
+
+/* store_user_find_by_device looks up the mailbox of a device id. */
+int store_user_find_by_device(struct store *s, const char *device_id, uint64_t deadline_ms,
+                              store_uid_cb cb, void *ud);
+
+/* store_user_find_by_sub looks up the mailbox of an EWS subscription id. */
+int store_user_find_by_sub(struct store *s, const char *sub_id, uint64_t deadline_ms,
+                           store_uid_cb cb, void *ud);
+
+/* store_cred_put stores a sealed blob (binary-safe, at most STORE_MAX_CRED_BLOB
+ * bytes, copied during the call) under the mailbox. */
+int store_cred_put(struct store *s, const char *uid, const char *cred_id, const void *blob,
+                   size_t len, uint64_t deadline_ms, store_done_cb cb, void *ud);
+
+/* store_cred_get reads a blob; the span is borrowed for the callback only (the
+ * caller copies what it keeps and wipes it after use). ENS_ENOTFOUND when absent. */
+int store_cred_get(struct store *s, const char *uid, const char *cred_id, uint64_t deadline_ms,
+                   store_blob_cb cb, void *ud);
+
+/* store_cred_del removes a blob; not an error when it was absent. */
+int store_cred_del(struct store *s, const char *uid, const char *cred_id, uint64_t deadline_ms,
+                   store_done_cb cb, void *ud);
+
+#endif

@@ -1,0 +1,652 @@
+/* persistence/ against a real redis-server: what the user actor, the HTTP
+ * handlers and the admin API rely on. */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <string.h>
+#include <cmocka.h>
+#include <hiredis/hiredis.h>
+#include <uv.h>
+
+#include "persistence/store_admin.h"
+#include "persistence/store_redis.h"
+#include "persistence/store_user.h"
+#include "runtime/err.h"
+#include "tests/support/redis_fixture.h"
+
+static uv_loop_t loop;
+static struct redis_fixture F;
+static struct store *S;
+
+struct res {
+    int done;
+    int calls;
+    int err;
+    int created;
+    struct store_user *u;
+    struct store_tenant *t;
+    char id[STORE_ID_CHARS + 1];
+    uint8_t blob[256];
+    size_t blob_len;
+};
+
+static void on_tick(uv_timer_t *t)
+{
+    (void)t;
+}
+
+/* Runs the loop until *flag is set or |ms| pass; returns *flag. */
+static int run_until(const int *flag, uint64_t ms)
+{
+    uv_timer_t tick;
+    uv_timer_init(&loop, &tick);
+    uv_timer_start(&tick, on_tick, 5, 5);
+    uv_update_time(&loop);
+    uint64_t end = uv_now(&loop) + ms;
+    while (!*flag && uv_now(&loop) < end)
+        uv_run(&loop, UV_RUN_ONCE);
+    uv_close((uv_handle_t *)&tick, NULL);
+    uv_run(&loop, UV_RUN_NOWAIT);
+    return *flag;
+}
+
+/* Lets close callbacks run; the shared store keeps the loop alive, so
+ * UV_RUN_DEFAULT would not return. */
+static void settle(void)
+{
+    int never = 0;
+    run_until(&never, 50);
+}
+
+static int ready_flag;
+static void on_ready_tick(uv_timer_t *t)
+{
+    ready_flag = store_ready(t->data);
+}
+
+static int wait_ready(struct store *s, uint64_t ms)
+{
+    uv_timer_t t;
+    ready_flag = store_ready(s);
+    uv_timer_init(&loop, &t);
+    t.data = s;
+    uv_timer_start(&t, on_ready_tick, 5, 5);
+    run_until(&ready_flag, ms);
+    uv_close((uv_handle_t *)&t, NULL);
+    uv_run(&loop, UV_RUN_NOWAIT);
+    return ready_flag;
+}
+
+static uint64_t dl(uint64_t ms)
+{
+    uv_update_time(&loop);
+    return uv_now(&loop) + ms;
+}
+
+static void on_done(int err, void *ud)
+{
+    struct res *r = ud;
+    r->err = err;
+    r->calls++;
+    r->done = 1;
+}
+
+static void on_user(int err, struct store_user *u, void *ud)
+{
+    struct res *r = ud;
+    r->err = err;
+    r->u = u;
+    r->calls++;
+    r->done = 1;
+}
+
+static void on_uid(int err, const char *uid, void *ud)
+{
+    struct res *r = ud;
+    r->err = err;
+    if (err == 0)
+        snprintf(r->id, sizeof(r->id), "%s", uid);
+    r->calls++;
+    r->done = 1;
+}
+
+static void on_blob(int err, struct span blob, void *ud)
+{
+    struct res *r = ud;
+    r->err = err;
+    if (err == 0 && blob.len <= sizeof(r->blob)) {
+        memcpy(r->blob, blob.p, blob.len);
+        r->blob_len = blob.len;
+    }
+    r->calls++;
+    r->done = 1;
+}
+
+static void on_reply(int err, struct redisReply *reply, void *ud)
+{
+    struct res *r = ud;
+    r->err = err;
+    r->calls++;
+    r->done = 1;
+}
+
+static void on_created(int err, int created, void *ud)
+{
+    struct res *r = ud;
+    r->err = err;
+    r->created = created;
+    r->calls++;
+    r->done = 1;
+}
+
+static void on_tenant(int err, struct store_tenant *t, void *ud)
+{
+    struct res *r = ud;
+    r->err = err;
+    r->t = t;
+    r->calls++;
+    r->done = 1;
+}
+
+static void fill_device(struct store_device *d, const char *client, const char *platform)
+{
+    store_id_new(d->device_id);
+    snprintf(d->client_id, sizeof(d->client_id), "%s", client);
+    snprintf(d->platform, sizeof(d->platform), "%s", platform);
+    memset(d->push_token, 'a', 64);
+    snprintf(d->app_id, sizeof(d->app_id), "com.example.mail");
+    snprintf(d->environment, sizeof(d->environment), "production");
+    memset(d->key_hash, 'f', STORE_KEY_HASH_CHARS);
+    snprintf(d->preview, sizeof(d->preview), "full");
+    d->badge = 1;
+    d->created_at = 1764000000;
+}
+
+static struct store_user *make_user(size_t ndev)
+{
+    struct store_user *u = store_user_new();
+    store_id_new(u->user_id);
+    store_id_new(u->tenant_id);
+    snprintf(u->email, sizeof(u->email), "Alice@Contoso.com");
+    snprintf(u->ews_url, sizeof(u->ews_url), "https://mail.contoso.com/EWS/Exchange.asmx");
+    snprintf(u->auth_type, sizeof(u->auth_type), "basic");
+    u->cred_fp = 0xbeef;
+    u->badge = 3;
+    u->created_at = 1764000000;
+    u->updated_at = 1764000100;
+    snprintf(u->sub.id, sizeof(u->sub.id), "EQBtYWlsMDEuY29udG9zby5jb20=");
+    u->sub.state = STORE_SUB_ACTIVE;
+    snprintf(u->sub.watermark, sizeof(u->sub.watermark), "AQAAAEn6");
+    snprintf(u->sub.cred_id, sizeof(u->sub.cred_id), "0123456789abcdef");
+    u->sub.sealing_kid = 7;
+    u->sub.status_frequency_min = 5;
+    u->sub.last_status_at = 1764000050;
+    u->counters.notifications = 42;
+    for (size_t i = 0; i < ndev; i++)
+        fill_device(store_user_add_device(u), i ? "client-2" : "client-1", i ? "android" : "ios");
+    return u;
+}
+
+static void save(const struct store_user *u, const char *old_sub, const char *const *removed,
+                 size_t nrem)
+{
+    struct res r = {0};
+    assert_int_equal(store_user_save(S, u, old_sub, removed, nrem, dl(2000), on_done, &r), 0);
+    assert_true(run_until(&r.done, 3000));
+    assert_int_equal(r.err, 0);
+    assert_int_equal(r.calls, 1);
+}
+
+static struct store_user *load(const char *uid, int expect_err)
+{
+    struct res r = {0};
+    assert_int_equal(store_user_load(S, uid, dl(2000), on_user, &r), 0);
+    assert_true(run_until(&r.done, 3000));
+    assert_int_equal(r.err, expect_err);
+    return r.u;
+}
+
+static int find(int kind, const char *a, const char *b, char *out)
+{
+    struct res r = {0};
+    int rc = kind == 0   ? store_user_find_by_email(S, a, b, dl(2000), on_uid, &r)
+             : kind == 1 ? store_user_find_by_device(S, a, dl(2000), on_uid, &r)
+                         : store_user_find_by_sub(S, a, dl(2000), on_uid, &r);
+    assert_int_equal(rc, 0);
+    assert_true(run_until(&r.done, 3000));
+    if (out)
+        memcpy(out, r.id, sizeof(r.id));
+    return r.err;
+}
+
+static int group_setup(void **state)
+{
+    uv_loop_init(&loop);
+    if (redis_fixture_start(&F, 0) != 0)
+        return -1;
+    char err[128];
+    S = store_new(&loop, F.url, err, sizeof(err));
+    return S && wait_ready(S, 3000) ? 0 : -1;
+}
+
+static int group_teardown(void **state)
+{
+    store_free(S);
+    uv_run(&loop, UV_RUN_DEFAULT);
+    redis_fixture_stop(&F);
+    return uv_loop_close(&loop) == 0 ? 0 : -1;
+}
+
+static int flush(void **state)
+{
+    return redis_fixture_cmd(&F, "FLUSHALL");
+}
+
+static void test_save_load_two_devices(void **state)
+{
+    struct store_user *u = make_user(2);
+    save(u, NULL, NULL, 0);
+    struct store_user *got = load(u->user_id, 0);
+    assert_non_null(got);
+    assert_string_equal(got->user_id, u->user_id);
+    assert_string_equal(got->tenant_id, u->tenant_id);
+    assert_string_equal(got->email, u->email);
+    assert_string_equal(got->ews_url, u->ews_url);
+    assert_string_equal(got->auth_type, "basic");
+    assert_int_equal(got->cred_fp, 0xbeef);
+    assert_int_equal(got->badge, 3);
+    assert_int_equal(got->created_at, 1764000000);
+    assert_int_equal(got->updated_at, 1764000100);
+    assert_string_equal(got->sub.id, u->sub.id);
+    assert_int_equal(got->sub.state, STORE_SUB_ACTIVE);
+    assert_string_equal(got->sub.watermark, "AQAAAEn6");
+    assert_string_equal(got->sub.cred_id, "0123456789abcdef");
+    assert_int_equal(got->sub.sealing_kid, 7);
+    assert_int_equal(got->sub.status_frequency_min, 5);
+    assert_int_equal(got->sub.last_status_at, 1764000050);
+    assert_int_equal(got->counters.notifications, 42);
+    assert_int_equal(got->n_devices, 2);
+    for (size_t i = 0; i < 2; i++) {
+        struct store_device *d = store_user_find_device(got, u->devices[i].device_id);
+        assert_non_null(d);
+        assert_memory_equal(d, &u->devices[i], sizeof(*d));
+    }
+    /* the whole mailbox stays small in Redis */
+    store_user_free(got);
+    store_user_free(u);
+}
+
+static void test_index_lookups(void **state)
+{
+    struct store_user *u = make_user(2);
+    save(u, NULL, NULL, 0);
+    char uid[STORE_ID_CHARS + 1];
+    assert_int_equal(find(0, u->tenant_id, "alice@CONTOSO.com", uid), 0);
+    assert_string_equal(uid, u->user_id);
+    assert_int_equal(find(1, u->devices[1].device_id, NULL, uid), 0);
+    assert_string_equal(uid, u->user_id);
+    assert_int_equal(find(2, u->sub.id, NULL, uid), 0);
+    assert_string_equal(uid, u->user_id);
+    /* another tenant with the same address is another mailbox */
+    char other[STORE_ID_CHARS + 1];
+    store_id_new(other);
+    assert_int_equal(find(0, other, "alice@contoso.com", NULL), ENS_ENOTFOUND);
+    store_user_free(u);
+}
+
+static void test_removed_device_and_replaced_sub(void **state)
+{
+    struct store_user *u = make_user(2);
+    save(u, NULL, NULL, 0);
+    char gone[STORE_ID_CHARS + 1], kept[STORE_ID_CHARS + 1], old_sub[STORE_MAX_SUB_ID + 1];
+    memcpy(gone, u->devices[0].device_id, sizeof(gone));
+    memcpy(kept, u->devices[1].device_id, sizeof(kept));
+    memcpy(old_sub, u->sub.id, sizeof(old_sub));
+    assert_int_equal(store_user_remove_device(u, gone), 0);
+    snprintf(u->sub.id, sizeof(u->sub.id), "NEW-SUBSCRIPTION-ID");
+    const char *removed[] = {gone};
+    save(u, old_sub, removed, 1);
+
+    struct store_user *got = load(u->user_id, 0);
+    assert_int_equal(got->n_devices, 1);
+    assert_string_equal(got->devices[0].device_id, kept);
+    assert_string_equal(got->sub.id, "NEW-SUBSCRIPTION-ID");
+    store_user_free(got);
+    assert_int_equal(find(1, gone, NULL, NULL), ENS_ENOTFOUND);
+    assert_int_equal(find(1, kept, NULL, NULL), 0);
+    assert_int_equal(find(2, old_sub, NULL, NULL), ENS_ENOTFOUND);
+    char uid[STORE_ID_CHARS + 1];
+    assert_int_equal(find(2, "NEW-SUBSCRIPTION-ID", NULL, uid), 0);
+    assert_string_equal(uid, u->user_id);
+    store_user_free(u);
+}
+
+static void test_cred_blobs_are_binary_safe(void **state)
+{
+    char uid[STORE_ID_CHARS + 1];
+    store_id_new(uid);
+    const uint8_t blob[] = {0x00, 0x01, 0xff, 0x00, '\r', '\n', 0x00, 0x7f};
+    struct res r = {0};
+    assert_int_equal(
+        store_cred_put(S, uid, "00112233aabbccdd", blob, sizeof(blob), dl(2000), on_done, &r), 0);
+    assert_true(run_until(&r.done, 3000));
+    assert_int_equal(r.err, 0);
+    memset(&r, 0, sizeof(r));
+    assert_int_equal(store_cred_get(S, uid, "00112233aabbccdd", dl(2000), on_blob, &r), 0);
+    assert_true(run_until(&r.done, 3000));
+    assert_int_equal(r.err, 0);
+    assert_int_equal(r.blob_len, sizeof(blob));
+    assert_memory_equal(r.blob, blob, sizeof(blob));
+    memset(&r, 0, sizeof(r));
+    assert_int_equal(store_cred_del(S, uid, "00112233aabbccdd", dl(2000), on_done, &r), 0);
+    assert_true(run_until(&r.done, 3000));
+    assert_int_equal(r.err, 0);
+    memset(&r, 0, sizeof(r));
+    assert_int_equal(store_cred_get(S, uid, "00112233aabbccdd", dl(2000), on_blob, &r), 0);
+    assert_true(run_until(&r.done, 3000));
+    assert_int_equal(r.err, ENS_ENOTFOUND);
+    /* ids that would break out of the key layout are refused up front */
+    assert_int_equal(store_cred_get(S, uid, "../../etc", dl(2000), on_blob, &r), ENS_EINVAL);
+    assert_int_equal(store_cred_get(S, "x}", "00112233aabbccdd", dl(2000), on_blob, &r),
+                     ENS_EINVAL);
+}
+
+static void test_not_found(void **state)
+{
+    char uid[STORE_ID_CHARS + 1];
+    store_id_new(uid);
+    assert_null(load(uid, ENS_ENOTFOUND));
+    assert_int_equal(find(1, uid, NULL, NULL), ENS_ENOTFOUND);
+    assert_int_equal(find(2, "no-such-sub", NULL, NULL), ENS_ENOTFOUND);
+    struct res r = {0};
+    assert_int_equal(store_user_delete(S, uid, dl(2000), on_done, &r), 0);
+    assert_true(run_until(&r.done, 3000));
+    assert_int_equal(r.err, ENS_ENOTFOUND);
+}
+
+static void test_delete_removes_everything(void **state)
+{
+    struct store_user *u = make_user(2);
+    save(u, NULL, NULL, 0);
+    struct res r = {0};
+    assert_int_equal(
+        store_cred_put(S, u->user_id, u->sub.cred_id, "sealed", 6, dl(2000), on_done, &r), 0);
+    assert_true(run_until(&r.done, 3000));
+    memset(&r, 0, sizeof(r));
+    assert_int_equal(store_user_delete(S, u->user_id, dl(2000), on_done, &r), 0);
+    assert_true(run_until(&r.done, 3000));
+    assert_int_equal(r.err, 0);
+    assert_int_equal(r.calls, 1);
+    assert_null(load(u->user_id, ENS_ENOTFOUND));
+    assert_int_equal(find(0, u->tenant_id, u->email, NULL), ENS_ENOTFOUND);
+    assert_int_equal(find(1, u->devices[0].device_id, NULL, NULL), ENS_ENOTFOUND);
+    assert_int_equal(find(1, u->devices[1].device_id, NULL, NULL), ENS_ENOTFOUND);
+    assert_int_equal(find(2, u->sub.id, NULL, NULL), ENS_ENOTFOUND);
+    /* nothing at all is left behind, credential blobs included */
+    redisContext *c = redisConnectUnix(F.sock);
+    assert_non_null(c);
+    redisReply *n = redisCommand(c, "DBSIZE");
+    assert_non_null(n);
+    assert_int_equal(n->type, REDIS_REPLY_INTEGER);
+    assert_int_equal(n->integer, 0);
+    freeReplyObject(n);
+    redisFree(c);
+    store_user_free(u);
+}
+
+static void test_mailbox_is_small(void **state)
+{
+    struct store_user *u = make_user(1);
+    save(u, NULL, NULL, 0);
+    redisContext *c = redisConnectUnix(F.sock);
+    assert_non_null(c);
+    long long total = 0;
+    const char *suffix[] = {"", ":dev"};
+    for (int i = 0; i < 2; i++) {
+        redisReply *r = redisCommand(c, "MEMORY USAGE ens:u:{%s}%s", u->user_id, suffix[i]);
+        assert_non_null(r);
+        assert_int_equal(r->type, REDIS_REPLY_INTEGER);
+        total += r->integer;
+        freeReplyObject(r);
+    }
+    redisFree(c);
+    assert_true(total < 1024);
+    store_user_free(u);
+}
+
+static void test_deadline_expiry(void **state)
+{
+    struct store_stats before, after;
+    store_stats(S, &before);
+    assert_int_equal(redis_fixture_cmd(&F, "CLIENT PAUSE 600"), 0);
+    struct res r = {0};
+    const char *argv[] = {"PING"};
+    assert_int_equal(store_cmdargv(S, 1, argv, NULL, dl(100), on_reply, &r), 0);
+    assert_true(run_until(&r.done, 2000));
+    assert_int_equal(r.err, ENS_ETIMEDOUT);
+    /* the late reply arrives and is dropped: no second callback */
+    int never = 0;
+    run_until(&never, 800);
+    assert_int_equal(r.calls, 1);
+    store_stats(S, &after);
+    assert_int_equal(after.timeouts, before.timeouts + 1);
+    assert_int_equal(after.pending, 0);
+    memset(&r, 0, sizeof(r));
+    assert_int_equal(store_cmdargv(S, 1, argv, NULL, dl(1000), on_reply, &r), 0);
+    assert_true(run_until(&r.done, 2000));
+    assert_int_equal(r.err, 0);
+    /* a deadline already in the past is refused without a callback */
+    assert_int_equal(store_cmdargv(S, 1, argv, NULL, 0, on_reply, &r), ENS_ETIMEDOUT);
+}
+
+static void test_error_reply_is_estore(void **state)
+{
+    struct res r = {0};
+    const char *argv[] = {"NOSUCHCOMMAND", "x"};
+    assert_int_equal(store_cmdargv(S, 2, argv, NULL, dl(1000), on_reply, &r), 0);
+    assert_true(run_until(&r.done, 2000));
+    assert_int_equal(r.err, ENS_ESTORE);
+}
+
+static void test_free_cancels_pending(void **state)
+{
+    char err[128];
+    struct store *s2 = store_new(&loop, F.url, err, sizeof(err));
+    assert_non_null(s2);
+    assert_true(wait_ready(s2, 3000));
+    assert_int_equal(redis_fixture_cmd(&F, "CLIENT PAUSE 300"), 0);
+    struct res r = {0};
+    const char *argv[] = {"PING"};
+    assert_int_equal(store_cmdargv(s2, 1, argv, NULL, dl(5000), on_reply, &r), 0);
+    store_free(s2);
+    assert_int_equal(r.calls, 1);
+    assert_int_equal(r.err, ENS_ECANCELED);
+    int never = 0;
+    run_until(&never, 400);
+    assert_int_equal(r.calls, 1);
+}
+
+static int full_answers;
+static void on_counted(int err, struct redisReply *reply, void *ud)
+{
+    if (err == 0)
+        full_answers++;
+}
+
+static void test_pending_cap(void **state)
+{
+    assert_int_equal(redis_fixture_cmd(&F, "CLIENT PAUSE 300"), 0);
+    const char *argv[] = {"PING"};
+    uint64_t d = dl(5000);
+    full_answers = 0;
+    for (int i = 0; i < STORE_MAX_PENDING; i++)
+        assert_int_equal(store_cmdargv(S, 1, argv, NULL, d, on_counted, NULL), 0);
+    struct res r = {0};
+    assert_int_equal(store_cmdargv(S, 1, argv, NULL, d, on_reply, &r), ENS_EFULL);
+    int never = 0;
+    uv_update_time(&loop);
+    uint64_t end = uv_now(&loop) + 4000;
+    while (full_answers < STORE_MAX_PENDING && uv_now(&loop) < end)
+        run_until(&never, 20);
+    assert_int_equal(full_answers, STORE_MAX_PENDING);
+    assert_int_equal(r.calls, 0);
+}
+
+static void test_tenants_tokens_keys(void **state)
+{
+    struct res r = {0};
+    assert_int_equal(store_tenant_create(S, "Contoso", "sender", "[\"contoso.com\"]", 1764000000,
+                                         dl(2000), on_uid, &r),
+                     0);
+    assert_true(run_until(&r.done, 3000));
+    assert_int_equal(r.err, 0);
+    char tid[STORE_ID_CHARS + 1];
+    memcpy(tid, r.id, sizeof(tid));
+    assert_true(store_id_valid(tid));
+
+    memset(&r, 0, sizeof(r));
+    assert_int_equal(store_tenant_get(S, tid, dl(2000), on_tenant, &r), 0);
+    assert_true(run_until(&r.done, 3000));
+    assert_int_equal(r.err, 0);
+    assert_string_equal(r.t->id, tid);
+    assert_string_equal(r.t->name, "Contoso");
+    assert_string_equal(r.t->preview_cap, "sender");
+    assert_string_equal(r.t->ews_allow_json, "[\"contoso.com\"]");
+    assert_int_equal(r.t->created_at, 1764000000);
+    store_tenant_free(r.t);
+
+    char missing[STORE_ID_CHARS + 1];
+    store_id_new(missing);
+    memset(&r, 0, sizeof(r));
+    assert_int_equal(store_tenant_get(S, missing, dl(2000), on_tenant, &r), 0);
+    assert_true(run_until(&r.done, 3000));
+    assert_int_equal(r.err, ENS_ENOTFOUND);
+
+    uint8_t hash[32], other[32];
+    for (int i = 0; i < 32; i++) {
+        hash[i] = (uint8_t)(i * 7);
+        other[i] = (uint8_t)(i * 7 + 1);
+    }
+    memset(&r, 0, sizeof(r));
+    assert_int_equal(store_apitoken_add(S, tid, hash, dl(2000), on_done, &r), 0);
+    assert_true(run_until(&r.done, 3000));
+    assert_int_equal(r.err, 0);
+    memset(&r, 0, sizeof(r));
+    assert_int_equal(store_apitoken_lookup(S, hash, dl(2000), on_uid, &r), 0);
+    assert_true(run_until(&r.done, 3000));
+    assert_int_equal(r.err, 0);
+    assert_string_equal(r.id, tid);
+    memset(&r, 0, sizeof(r));
+    assert_int_equal(store_apitoken_lookup(S, other, dl(2000), on_uid, &r), 0);
+    assert_true(run_until(&r.done, 3000));
+    assert_int_equal(r.err, ENS_ENOTFOUND);
+
+    const uint8_t k1[] = {1, 0, 2, 0, 3}, k2[] = {9, 9};
+    memset(&r, 0, sizeof(r));
+    assert_int_equal(store_keys_setnx(S, "enroll.v1", k1, sizeof(k1), dl(2000), on_created, &r), 0);
+    assert_true(run_until(&r.done, 3000));
+    assert_int_equal(r.err, 0);
+    assert_int_equal(r.created, 1);
+    memset(&r, 0, sizeof(r));
+    assert_int_equal(store_keys_setnx(S, "enroll.v1", k2, sizeof(k2), dl(2000), on_created, &r), 0);
+    assert_true(run_until(&r.done, 3000));
+    assert_int_equal(r.err, 0);
+    assert_int_equal(r.created, 0);
+    memset(&r, 0, sizeof(r));
+    assert_int_equal(store_keys_get(S, "enroll.v1", dl(2000), on_blob, &r), 0);
+    assert_true(run_until(&r.done, 3000));
+    assert_int_equal(r.err, 0);
+    assert_int_equal(r.blob_len, sizeof(k1));
+    assert_memory_equal(r.blob, k1, sizeof(k1));
+    assert_int_equal(store_keys_get(S, "../x", dl(2000), on_blob, &r), ENS_EINVAL);
+}
+
+/* Own server: stopped, then restarted on the same socket. */
+static void test_redis_down_then_back(void **state)
+{
+    struct redis_fixture f2;
+    assert_int_equal(redis_fixture_start(&f2, 0), 0);
+    char err[128];
+    struct store *s = store_new(&loop, f2.url, err, sizeof(err));
+    assert_non_null(s);
+    assert_true(wait_ready(s, 3000));
+
+    /* a command in flight when Redis dies gets ENS_ESTORE */
+    assert_int_equal(redis_fixture_cmd(&f2, "CLIENT PAUSE 2000"), 0);
+    struct res r = {0};
+    const char *argv[] = {"PING"};
+    assert_int_equal(store_cmdargv(s, 1, argv, NULL, dl(5000), on_reply, &r), 0);
+    assert_int_equal(redis_fixture_kill(&f2), 0);
+    assert_true(run_until(&r.done, 3000));
+    assert_int_equal(r.err, ENS_ESTORE);
+    assert_false(store_ready(s));
+    assert_int_equal(store_cmdargv(s, 1, argv, NULL, dl(1000), on_reply, &r), ENS_ESTORE);
+
+    /* let a reconnect attempt or two fail, then bring Redis back */
+    int never = 0;
+    run_until(&never, 300);
+    assert_false(store_ready(s));
+    assert_int_equal(redis_fixture_restart(&f2), 0);
+    assert_true(wait_ready(s, 8000));
+    memset(&r, 0, sizeof(r));
+    assert_int_equal(store_cmdargv(s, 1, argv, NULL, dl(1000), on_reply, &r), 0);
+    assert_true(run_until(&r.done, 2000));
+    assert_int_equal(r.err, 0);
+    struct store_stats st;
+    store_stats(s, &st);
+    assert_true(st.connects >= 2);
+
+    store_free(s);
+    settle();
+    redis_fixture_stop(&f2);
+}
+
+static void test_tcp_url(void **state)
+{
+    struct redis_fixture f2;
+    assert_int_equal(redis_fixture_start(&f2, 1), 0);
+    char err[128], url[160];
+    snprintf(url, sizeof(url), "redis://localhost:%d/3", f2.port);
+    struct store *s = store_new(&loop, url, err, sizeof(err));
+    assert_non_null(s);
+    assert_true(wait_ready(s, 3000));
+    struct res r = {0};
+    const char *set[] = {"SET", "k", "in-db-3"};
+    assert_int_equal(store_cmdargv(s, 3, set, NULL, dl(1000), on_reply, &r), 0);
+    assert_true(run_until(&r.done, 2000));
+    assert_int_equal(r.err, 0);
+    /* the key went to database 3, as the URL asked */
+    assert_int_equal(redis_fixture_exists(&f2, "k"), 0);
+    store_free(s);
+    settle();
+
+    s = store_new(&loop, f2.url, err, sizeof(err));
+    assert_non_null(s);
+    assert_true(wait_ready(s, 3000));
+    store_free(s);
+    settle();
+    redis_fixture_stop(&f2);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test_setup(test_save_load_two_devices, flush),
+        cmocka_unit_test_setup(test_index_lookups, flush),
+        cmocka_unit_test_setup(test_removed_device_and_replaced_sub, flush),
+        cmocka_unit_test_setup(test_cred_blobs_are_binary_safe, flush),
+        cmocka_unit_test_setup(test_not_found, flush),
+        cmocka_unit_test_setup(test_delete_removes_everything, flush),
+        cmocka_unit_test_setup(test_mailbox_is_small, flush),
+        cmocka_unit_test_setup(test_deadline_expiry, flush),
+        cmocka_unit_test_setup(test_error_reply_is_estore, flush),
+        cmocka_unit_test_setup(test_free_cancels_pending, flush),
+        cmocka_unit_test_setup(test_pending_cap, flush),
+        cmocka_unit_test_setup(test_tenants_tokens_keys, flush),
+        cmocka_unit_test(test_redis_down_then_back),
+        cmocka_unit_test(test_tcp_url),
+    };
+    return cmocka_run_group_tests(tests, group_setup, group_teardown);
+}
