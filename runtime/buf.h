@@ -40,7 +40,7 @@ int rt_buf_append_span(struct rt_buf *b, struct span s);
 /* rt_buf_appendf appends printf-formatted text; 0 or ENS_ETOOBIG. Never pass a
  * secret through it: formatted text is the stuff logs are made of. */
 int rt_buf_appendf(struct rt_buf *b, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
-int rt_buf_vappendf(struct rt_buf *b, const char *fmt, va_list ap);
+int rt_buf_vappendf(struct rt_buf *b, const char *fmt, va_list ap) __attribute__((format(printf, 2, 0)));
 
 /* rt_buf_consume drops the first |n| bytes (n <= len). */
 void rt_buf_consume(struct rt_buf *b, size_t n);

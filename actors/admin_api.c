@@ -1,0 +1,268 @@
+/* The admin listener (API.md 4): tenants, API tokens and metrics. Loopback by
+ * default and always behind the admin bearer token. */
+#include <cjson/cJSON.h>
+#include <openssl/mem.h>
+#include <openssl/sha.h>
+#include <stdio.h>
+#include <string.h>
+#include <time.h>
+
+#include "actors/app.h"
+#include "actors/directory.h"
+#include "actors/http_api.h"
+#include "actors/ids.h"
+#include "actors/keys.h"
+#include "persistence/store_admin.h"
+#include "protocols/h1_server.h"
+#include "runtime/alloc.h"
+#include "runtime/buf.h"
+#include "runtime/err.h"
+#include "runtime/log.h"
+
+#define ADMIN_TOKEN_PREFIX "ens_"
+#define ADMIN_MAX_METRICS  (64 * 1024)
+#define ADMIN_MAX_ALLOW    64
+
+static uint64_t deadline(struct ens_sched_ctx *ctx)
+{
+    return uv_now(rt_sched_loop(ctx->sched)) + ENS_STORE_DEADLINE_MS;
+}
+
+static int admin_authorized(struct ens_app *app, struct h1_req *req)
+{
+    struct span v = h1_req_header(req, "authorization");
+    if (v.p == NULL || v.len < 8 || !span_eq_nocase(span_make(v.p, 7), "bearer "))
+        return 0;
+    uint8_t hash[32];
+    SHA256(v.p + 7, v.len - 7, hash);
+    return ens_consttime_eq(hash, app->admin_token_hash, sizeof(hash));
+}
+
+static void respond_json(struct h1_req *req, int status, cJSON *j)
+{
+    char *text = cJSON_PrintUnformatted(j);
+    if (text == NULL) {
+        h1_req_respond_error(req, 500, "internal", "cannot encode the answer");
+        return;
+    }
+    h1_req_respond(req, status, "application/json", (const uint8_t *)text, strlen(text), NULL, 0);
+    OPENSSL_cleanse(text, strlen(text)); /* may hold a freshly made token */
+    cJSON_free(text);
+}
+
+/* ---- POST /admin/v1/tenants ---- */
+
+struct tenant_req {
+    struct h1_req *req;
+    char name[STORE_MAX_TENANT_NAME + 1];
+};
+
+static void on_tenant_created(int err, const char *id, void *ud)
+{
+    struct tenant_req *r = ud;
+    if (err) {
+        h1_req_respond_error(r->req, 503, "unavailable", "storage unavailable");
+    } else {
+        cJSON *j = cJSON_CreateObject();
+        cJSON_AddStringToObject(j, "id", id);
+        cJSON_AddStringToObject(j, "name", r->name);
+        respond_json(r->req, 201, j);
+        cJSON_Delete(j);
+        RT_LOG_I("admin.tenant", "tenant=%s created", id);
+    }
+    ens_free(r);
+}
+
+static void tenant_create(struct ens_sched_ctx *ctx, struct h1_req *req)
+{
+    struct span body = h1_req_body(req);
+    cJSON *j = cJSON_ParseWithLength((const char *)body.p, body.len);
+    const char *name = cJSON_GetStringValue(cJSON_GetObjectItemCaseSensitive(j, "name"));
+    cJSON *capj = cJSON_GetObjectItemCaseSensitive(j, "previewCap");
+    cJSON *allow = cJSON_GetObjectItemCaseSensitive(j, "ewsAllow");
+    const char *cap = capj ? cJSON_GetStringValue(capj) : "full";
+    const char *bad = NULL;
+    if (!cJSON_IsObject(j))
+        bad = "body: expected a JSON object";
+    else if (name == NULL || name[0] == '\0' || strlen(name) > STORE_MAX_TENANT_NAME)
+        bad = "name";
+    else if (cap == NULL || (strcmp(cap, "full") != 0 && strcmp(cap, "sender") != 0 && strcmp(cap, "none") != 0))
+        bad = "previewCap";
+    else if (allow && !cJSON_IsNull(allow)) {
+        if (!cJSON_IsArray(allow) || cJSON_GetArraySize(allow) > ADMIN_MAX_ALLOW)
+            bad = "ewsAllow";
+        cJSON *it;
+        cJSON_ArrayForEach(it, allow)
+        {
+            const char *d = cJSON_GetStringValue(it);
+            if (d == NULL || d[0] == '\0' || strlen(d) > 253 || strpbrk(d, " /:@"))
+                bad = "ewsAllow";
+        }
+    }
+    if (bad) {
+        h1_req_respond_error(req, 422, "invalid_field", bad);
+        cJSON_Delete(j);
+        return;
+    }
+    char *allow_json = allow && cJSON_IsArray(allow) ? cJSON_PrintUnformatted(allow) : NULL;
+    struct tenant_req *r = ens_calloc(1, sizeof(*r));
+    r->req = req;
+    snprintf(r->name, sizeof(r->name), "%s", name);
+    int rc = store_tenant_create(ctx->store, name, cap, allow_json ? allow_json : "",
+                                 (int64_t)time(NULL), deadline(ctx), on_tenant_created, r);
+    if (allow_json)
+        cJSON_free(allow_json);
+    cJSON_Delete(j);
+    if (rc)
+        on_tenant_created(rc, NULL, r);
+}
+
+/* ---- POST /admin/v1/tenants/{id}/tokens ---- */
+
+struct token_req {
+    struct h1_req *req;
+    struct ens_sched_ctx *ctx;
+    char tenant[STORE_ID_CHARS + 1];
+    char token[64]; /* secret until answered */
+    uint8_t hash[32];
+};
+
+static void token_req_free(struct token_req *r)
+{
+    OPENSSL_cleanse(r->token, sizeof(r->token));
+    ens_free(r);
+}
+
+static void on_token_added(int err, void *ud)
+{
+    struct token_req *r = ud;
+    if (err) {
+        h1_req_respond_error(r->req, 503, "unavailable", "storage unavailable");
+    } else {
+        cJSON *j = cJSON_CreateObject();
+        cJSON_AddStringToObject(j, "token", r->token);
+        respond_json(r->req, 201, j);
+        cJSON *t = cJSON_GetObjectItemCaseSensitive(j, "token");
+        OPENSSL_cleanse(t->valuestring, strlen(t->valuestring));
+        cJSON_Delete(j);
+        RT_LOG_I("admin.token", "tenant=%s API token created", r->tenant);
+    }
+    token_req_free(r);
+}
+
+static void on_token_tenant(int err, struct store_tenant *t, void *ud)
+{
+    struct token_req *r = ud;
+    store_tenant_free(t);
+    if (err) {
+        if (err == ENS_ENOTFOUND)
+            h1_req_respond_error(r->req, 404, "not_found", "no such tenant");
+        else
+            h1_req_respond_error(r->req, 503, "unavailable", "storage unavailable");
+        token_req_free(r);
+        return;
+    }
+    char rnd[48];
+    ens_random_id(32, rnd, sizeof(rnd));
+    snprintf(r->token, sizeof(r->token), ADMIN_TOKEN_PREFIX "%s", rnd);
+    OPENSSL_cleanse(rnd, sizeof(rnd));
+    SHA256((const uint8_t *)r->token, strlen(r->token), r->hash);
+    int rc = store_apitoken_add(r->ctx->store, r->tenant, r->hash, deadline(r->ctx), on_token_added, r);
+    if (rc)
+        on_token_added(rc, r);
+}
+
+static void token_create(struct ens_sched_ctx *ctx, struct h1_req *req, struct span tenant)
+{
+    if (tenant.len == 0 || tenant.len > STORE_ID_CHARS) {
+        h1_req_respond_error(req, 404, "not_found", "no such tenant");
+        return;
+    }
+    struct token_req *r = ens_calloc(1, sizeof(*r));
+    r->req = req;
+    r->ctx = ctx;
+    memcpy(r->tenant, tenant.p, tenant.len);
+    int rc = store_tenant_get(ctx->store, r->tenant, deadline(ctx), on_token_tenant, r);
+    if (rc)
+        on_token_tenant(rc, NULL, r);
+}
+
+/* ---- GET /metrics ---- */
+
+struct metric_row {
+    const char *name;
+    const char *labels;
+    const char *help;
+    size_t offset; /* into struct ens_counters */
+};
+
+#define COUNTER(field) offsetof(struct ens_counters, field)
+
+static const struct metric_row kCounters[] = {
+    {"ens_callbacks_total", "result=\"ok\"", "Exchange callbacks by answer", COUNTER(callbacks_ok)},
+    {"ens_callbacks_total", "result=\"unsubscribe\"", NULL, COUNTER(callbacks_unsubscribe)},
+    {"ens_callbacks_total", "result=\"malformed\"", NULL, COUNTER(callbacks_bad)},
+    {"ens_pushes_total", "provider=\"apns\",outcome=\"ok\"", "Pushes by provider and outcome", COUNTER(pushes_ok)},
+    {"ens_pushes_total", "provider=\"apns\",outcome=\"failed\"", NULL, COUNTER(pushes_failed)},
+    {"ens_pushes_total", "provider=\"apns\",outcome=\"unregistered\"", NULL, COUNTER(pushes_unregistered)},
+    {"ens_ews_calls_total", "outcome=\"ok\"", "Exchange Subscribe calls by outcome", COUNTER(ews_ok)},
+    {"ens_ews_calls_total", "outcome=\"failed\"", NULL, COUNTER(ews_failed)},
+    {"ens_enrollments_total", "kind=\"subscribe\"", "Device API enrollments", COUNTER(subscribes)},
+    {"ens_enrollments_total", "kind=\"checkin\"", NULL, COUNTER(checkins)},
+};
+
+static void metrics(struct ens_sched_ctx *ctx, struct h1_req *req)
+{
+    struct ens_app *app = ctx->app;
+    struct rt_buf b;
+    rt_buf_init(&b, ADMIN_MAX_METRICS);
+    for (size_t i = 0; i < sizeof(kCounters) / sizeof(kCounters[0]); i++) {
+        const struct metric_row *m = &kCounters[i];
+        if (m->help)
+            rt_buf_appendf(&b, "# HELP %s %s\n# TYPE %s counter\n", m->name, m->help, m->name);
+        _Atomic uint64_t *v = (_Atomic uint64_t *)((char *)&app->counters + m->offset);
+        rt_buf_appendf(&b, "%s{%s} %llu\n", m->name, m->labels,
+                       (unsigned long long)atomic_load_explicit(v, memory_order_relaxed));
+    }
+    rt_buf_appendf(&b, "# HELP ens_actors_resident Mailbox actors in memory\n# TYPE ens_actors_resident gauge\n"
+                       "ens_actors_resident %zu\n",
+                   act_directory_count(app->dir));
+    rt_buf_appendf(&b, "# HELP ens_ready 1 when Redis is reachable and keys are loaded\n# TYPE ens_ready gauge\n"
+                       "ens_ready %d\n",
+                   ens_app_keys(app) != NULL && store_ready(ctx->store));
+    h1_req_respond(req, 200, "text/plain; version=0.0.4", b.data, b.len, NULL, 0);
+    rt_buf_cleanup(&b);
+}
+
+void act_http_admin(struct h1_req *req, void *ud)
+{
+    struct ens_sched_ctx *ctx = ud;
+    if (!admin_authorized(ctx->app, req)) {
+        h1_req_respond_error(req, 401, "unauthorized", "missing or wrong admin token");
+        return;
+    }
+    struct span t = h1_req_target(req);
+    for (size_t i = 0; i < t.len; i++) {
+        if (t.p[i] == '?') {
+            t.len = i;
+            break;
+        }
+    }
+    const char *method = h1_req_method(req);
+    int get = strcmp(method, "GET") == 0, post = strcmp(method, "POST") == 0;
+    static const char kTenants[] = "/admin/v1/tenants";
+    static const char kTokens[] = "/tokens";
+    size_t tl = sizeof(kTenants) - 1, kl = sizeof(kTokens) - 1;
+    if (span_eq(t, "/metrics") && get) {
+        metrics(ctx, req);
+    } else if (span_eq(t, kTenants) && post) {
+        tenant_create(ctx, req);
+    } else if (post && t.len > tl + 1 + kl && memcmp(t.p, kTenants, tl) == 0 && t.p[tl] == '/' &&
+               memcmp(t.p + t.len - kl, kTokens, kl) == 0) {
+        token_create(ctx, req, span_make(t.p + tl + 1, t.len - tl - 1 - kl));
+    } else if (span_has_prefix(t, "/admin/v1/")) {
+        h1_req_respond_error(req, 501, "not_implemented", "this admin endpoint is not implemented yet");
+    } else {
+        h1_req_respond_error(req, 404, "not_found", "no such endpoint");
+    }
+}

@@ -1,0 +1,82 @@
+/* The server's composition: what every actor and handler of one ensd process
+ * shares. Built once by ensd before the schedulers start and read-only
+ * afterwards, except for the members marked atomic. Passed explicitly (through
+ * the runtime's hooks and per-scheduler data), never as a global. */
+#ifndef ENS_ACTORS_APP_H
+#define ENS_ACTORS_APP_H
+
+#include <stdatomic.h>
+#include <stdint.h>
+
+#include "runtime/config.h"
+#include "runtime/rt.h"
+
+struct act_directory;
+struct act_keyset;
+struct rt_tls_ctx;
+struct store;
+struct rt_listener;
+struct h1_server;
+
+#define ENS_KEY_BYTES 32
+
+struct ens_counters {
+    _Atomic uint64_t callbacks_ok, callbacks_unsubscribe, callbacks_bad;
+    _Atomic uint64_t pushes_ok, pushes_failed, pushes_unregistered;
+    _Atomic uint64_t ews_ok, ews_failed;
+    _Atomic uint64_t subscribes, checkins;
+};
+
+struct ens_app {
+    const struct ens_config *cfg;
+    struct rt *rt;
+    struct act_directory *dir;
+    struct rt_tls_ctx *server_tls; /* NULL: plain HTTP behind a TLS proxy */
+    struct rt_tls_ctx *ews_tls;    /* client context toward Exchange */
+    struct rt_tls_ctx *apns_tls;   /* client context toward APNs, ALPN h2 */
+    char callback_base[2048];      /* http.public_url + "/v1/ews/" */
+    char base_path[256];           /* http.base_path without trailing '/' */
+    /* Derived from the master key at start (HKDF); secret, never logged. */
+    uint8_t id_key[ENS_KEY_BYTES]; /* userId / deviceId derivation */
+    uint8_t fp_key[ENS_KEY_BYTES]; /* 16-bit credential fingerprints */
+    uint8_t master[ENS_KEY_BYTES]; /* wraps the server's keys in Redis */
+    uint8_t admin_token_hash[32];  /* SHA-256 of the admin bearer token */
+    /* The enrollment and sealing keys, published by the key loader once they
+     * are in Redis; NULL until then (/ready answers 503). */
+    struct act_keyset *_Atomic keys;
+    rt_actor_id push_actor; /* lives on scheduler 0 */
+    struct ens_counters counters;
+    uv_async_t *main_wake; /* wakes the main thread to stop (a fatal start error) */
+    _Atomic int exit_code;
+};
+
+/* Per-scheduler context, owned by that scheduler's thread. */
+struct ens_sched_ctx {
+    struct ens_app *app;
+    struct rt_sched *sched;
+    struct store *store; /* this loop's Redis connection */
+    struct rt_listener *public_listener;
+    struct rt_listener *admin_listener;
+    struct h1_server *public_http;
+    struct h1_server *admin_http;
+    rt_actor_id responder; /* answers HTTP requests that landed here */
+};
+
+/* ens_sched_ctx_current returns the calling scheduler's context. */
+static inline struct ens_sched_ctx *ens_sched_ctx_current(void)
+{
+    struct rt_sched *s = rt_sched_current();
+    return s ? (struct ens_sched_ctx *)rt_sched_data(s) : NULL;
+}
+
+/* ens_app_keys returns the published key set or NULL (acquire: the set was
+ * fully built before it was published). */
+static inline struct act_keyset *ens_app_keys(struct ens_app *app)
+{
+    return atomic_load_explicit(&app->keys, memory_order_acquire);
+}
+
+/* Deadline for one Redis command issued from a handler. */
+#define ENS_STORE_DEADLINE_MS 2000
+
+#endif

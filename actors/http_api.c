@@ -1,0 +1,488 @@
+/* The public listener: the device API and the Exchange callback (API.md 1, 2).
+ *
+ * A request is parsed, authenticated, decrypted and validated on the loop
+ * where it landed; what concerns a mailbox then becomes one message to that
+ * mailbox's actor, which answers through this scheduler's responder. Nothing
+ * here keeps state between requests. */
+#include "actors/http_api.h"
+
+#include <cjson/cJSON.h>
+#include <openssl/mem.h>
+#include <openssl/sha.h>
+#include <stdio.h>
+#include <string.h>
+#include <time.h>
+
+#include "actors/directory.h"
+#include "actors/ews.h"
+#include "actors/ids.h"
+#include "actors/keys.h"
+#include "actors/user.h"
+#include "persistence/store_admin.h"
+#include "protocols/apns.h"
+#include "protocols/h1_server.h"
+#include "protocols/jwe.h"
+#include "protocols/limits.h"
+#include "protocols/soap_ews.h"
+#include "runtime/alloc.h"
+#include "runtime/b64.h"
+#include "runtime/err.h"
+#include "runtime/log.h"
+#include "runtime/net.h"
+
+#define API_IAT_WINDOW_S      600
+#define API_MAX_TOKEN_BYTES   512
+#define API_MAX_ALLOW_ENTRIES 256
+
+/* ---- Small helpers ---- */
+
+static void respond_json_text(struct h1_req *req, int status, const char *text)
+{
+    h1_req_respond(req, status, "application/json", (const uint8_t *)text, strlen(text), NULL, 0);
+}
+
+static struct act_reply_to reply_to(struct h1_req *req)
+{
+    struct act_reply_to to = {req, ens_sched_ctx_current()->responder};
+    return to;
+}
+
+/* bearer_token extracts the token of "Authorization: Bearer <token>". */
+static int bearer_token(struct h1_req *req, struct span *out)
+{
+    struct span v = h1_req_header(req, "authorization");
+    if (v.p == NULL || v.len < 8 || !span_eq_nocase(span_make(v.p, 7), "bearer "))
+        return 0;
+    *out = span_make(v.p + 7, v.len - 7);
+    return out->len > 0 && out->len <= API_MAX_TOKEN_BYTES;
+}
+
+static int path_is(struct span rest, const char *lit)
+{
+    return span_eq(rest, lit);
+}
+
+static uint64_t deadline(void)
+{
+    struct ens_sched_ctx *ctx = ens_sched_ctx_current();
+    return uv_now(rt_sched_loop(ctx->sched)) + ENS_STORE_DEADLINE_MS;
+}
+
+/* ---- Enrollment: subscribe and check-in ---- */
+
+/* What the request carries across its two Redis look-ups. */
+struct enroll_req {
+    struct h1_req *req;
+    struct ens_app *app;
+    int checkin;
+    char tenant_id[STORE_ID_CHARS + 1];
+};
+
+static int str_field(cJSON *obj, const char *name, size_t min, size_t max, const char **out)
+{
+    cJSON *it = cJSON_GetObjectItemCaseSensitive(obj, name);
+    if (!cJSON_IsString(it) || it->valuestring == NULL)
+        return 0;
+    size_t n = strlen(it->valuestring);
+    if (n < min || n > max)
+        return 0;
+    for (size_t i = 0; i < n; i++) {
+        if ((unsigned char)it->valuestring[i] < 0x20)
+            return 0;
+    }
+    *out = it->valuestring;
+    return 1;
+}
+
+static int is_hex(const char *s)
+{
+    for (; *s; s++) {
+        if (!((*s >= '0' && *s <= '9') || (*s >= 'a' && *s <= 'f') || (*s >= 'A' && *s <= 'F')))
+            return 0;
+    }
+    return 1;
+}
+
+static int preview_rank(const char *p)
+{
+    static const char *const kOrder[] = {"none", "sender", "full"};
+    for (int i = 0; i < 3; i++) {
+        if (strcmp(p, kOrder[i]) == 0)
+            return i;
+    }
+    return -1;
+}
+
+/* host_allowed reports whether the EWS URL's host is in the tenant's allow-list
+ * (JSON array of host names or domains; empty or absent allows any). */
+static int host_allowed(const char *allow_json, const char *url)
+{
+    if (allow_json == NULL || allow_json[0] == '\0')
+        return 1;
+    cJSON *list = cJSON_Parse(allow_json);
+    if (!cJSON_IsArray(list) || cJSON_GetArraySize(list) == 0) {
+        cJSON_Delete(list);
+        return 1;
+    }
+    struct rt_url u;
+    int ok = 0;
+    if (rt_url_parse(url, &u) == 0) {
+        size_t hl = strlen(u.host);
+        cJSON *it;
+        cJSON_ArrayForEach(it, list)
+        {
+            const char *d = cJSON_GetStringValue(it);
+            if (d == NULL)
+                continue;
+            size_t dl = strlen(d);
+            if (dl == 0 || dl > hl)
+                continue;
+            /* the host itself, or a subdomain of the listed domain */
+            if (strcasecmp(u.host + hl - dl, d) == 0 && (hl == dl || u.host[hl - dl - 1] == '.')) {
+                ok = 1;
+                break;
+            }
+        }
+    }
+    cJSON_Delete(list);
+    return ok;
+}
+
+/* wipe_json overwrites every string of |j| (it may hold credentials). */
+static void wipe_json(cJSON *j)
+{
+    for (cJSON *it = j; it; it = it->next) {
+        if (cJSON_IsString(it) && it->valuestring)
+            OPENSSL_cleanse(it->valuestring, strlen(it->valuestring));
+        if (it->child)
+            wipe_json(it->child);
+    }
+}
+
+/* enroll_build validates the decrypted payload into |e|. On a refusal it
+ * writes the HTTP status, error code and message and returns 0. */
+static int enroll_build(struct enroll_req *r, const struct store_tenant *t, cJSON *p,
+                        struct act_enroll_msg *e, int *status, const char **code, char *msg,
+                        size_t msglen)
+{
+    const char *s;
+    *status = 422;
+    *code = "invalid_field";
+#define REFUSE(...)                                                                                \
+    do {                                                                                           \
+        snprintf(msg, msglen, __VA_ARGS__);                                                        \
+        return 0;                                                                                  \
+    } while (0)
+    if (!cJSON_IsObject(p))
+        REFUSE("body: expected a JSON object");
+    cJSON *iat = cJSON_GetObjectItemCaseSensitive(p, "iat");
+    if (!cJSON_IsNumber(iat))
+        REFUSE("iat");
+    double now = (double)time(NULL);
+    if (iat->valuedouble < now - API_IAT_WINDOW_S || iat->valuedouble > now + API_IAT_WINDOW_S) {
+        *status = 400;
+        *code = "stale_request";
+        REFUSE("iat is outside the accepted window of %d seconds", API_IAT_WINDOW_S);
+    }
+    e->now = (int64_t)now;
+    if (!str_field(p, "email", 3, STORE_MAX_EMAIL, &s) || strchr(s, '@') == NULL || strchr(s, ' '))
+        REFUSE("email");
+    snprintf(e->email, sizeof(e->email), "%s", s);
+    cJSON *ews = cJSON_GetObjectItemCaseSensitive(p, "ewsUrl");
+    if (ews == NULL || cJSON_IsNull(ews)) {
+        *status = 502;
+        *code = "autodiscover_failed";
+        REFUSE("Autodiscover is not available on this server yet: send ewsUrl");
+    }
+    if (!str_field(p, "ewsUrl", 8, STORE_MAX_EWS_URL, &s) || strncmp(s, "https://", 8) != 0)
+        REFUSE("ewsUrl: expected an https URL");
+    char why[128];
+    if (ews_url_check(r->app, s, why, sizeof(why)) != 0)
+        REFUSE("%s", why);
+    if (!host_allowed(t->ews_allow_json, s))
+        REFUSE("ewsUrl: host not allowed for this tenant");
+    snprintf(e->ews_url, sizeof(e->ews_url), "%s", s);
+
+    cJSON *auth = cJSON_GetObjectItemCaseSensitive(p, "auth");
+    if (!cJSON_IsObject(auth) || !str_field(auth, "type", 1, 16, &s))
+        REFUSE("auth.type");
+    const char *u, *pw;
+    if (strcmp(s, "basic") == 0) {
+        if (!str_field(auth, "username", 1, 512, &u))
+            REFUSE("auth.username");
+        if (!str_field(auth, "password", 1, 1024, &pw))
+            REFUSE("auth.password");
+    } else if (strcmp(s, "oauth") == 0) {
+        if (!str_field(auth, "accessToken", 1, 16384, &pw))
+            REFUSE("auth.accessToken");
+    } else if (strcmp(s, "certificate") == 0) {
+        REFUSE("auth.type: certificate authentication is not supported yet");
+    } else {
+        REFUSE("auth.type");
+    }
+    snprintf(e->auth_type, sizeof(e->auth_type), "%s", s);
+    char *creds = cJSON_PrintUnformatted(auth);
+    int rc = creds ? rt_buf_append_str(&e->creds, creds) : ENS_ENOMEM;
+    if (creds) {
+        OPENSSL_cleanse(creds, strlen(creds));
+        cJSON_free(creds);
+    }
+    if (rc)
+        REFUSE("auth: too large");
+
+    cJSON *dev = cJSON_GetObjectItemCaseSensitive(p, "device");
+    struct store_device *d = &e->dev;
+    if (!cJSON_IsObject(dev))
+        REFUSE("device");
+    if (!str_field(dev, "id", 1, STORE_MAX_CLIENT_ID, &s))
+        REFUSE("device.id");
+    snprintf(d->client_id, sizeof(d->client_id), "%s", s);
+    if (!str_field(dev, "platform", 1, 7, &s) || (strcmp(s, "ios") != 0 && strcmp(s, "android") != 0))
+        REFUSE("device.platform");
+    snprintf(d->platform, sizeof(d->platform), "%s", s);
+    int ios = strcmp(d->platform, "ios") == 0;
+    if (!str_field(dev, "pushToken", 1, ios ? APNS_MAX_TOKEN_HEX : STORE_MAX_PUSH_TOKEN, &s) ||
+        (ios && (!is_hex(s) || strlen(s) % 2 != 0 || strlen(s) < 16)))
+        REFUSE("device.pushToken");
+    snprintf(d->push_token, sizeof(d->push_token), "%s", s);
+    if (!str_field(dev, "appId", 1, STORE_MAX_APP_ID, &s) || strchr(s, ' '))
+        REFUSE("device.appId");
+    snprintf(d->app_id, sizeof(d->app_id), "%s", s);
+    snprintf(d->environment, sizeof(d->environment), "production");
+    if (cJSON_GetObjectItemCaseSensitive(dev, "environment")) {
+        if (!str_field(dev, "environment", 1, 11, &s) ||
+            (strcmp(s, "production") != 0 && strcmp(s, "sandbox") != 0))
+            REFUSE("device.environment");
+        snprintf(d->environment, sizeof(d->environment), "%s", s);
+    }
+    snprintf(d->preview, sizeof(d->preview), "full");
+    d->badge = 1;
+    cJSON *prefs = cJSON_GetObjectItemCaseSensitive(p, "preferences");
+    if (prefs && !cJSON_IsNull(prefs)) {
+        if (!cJSON_IsObject(prefs))
+            REFUSE("preferences");
+        if (cJSON_GetObjectItemCaseSensitive(prefs, "preview")) {
+            if (!str_field(prefs, "preview", 1, 7, &s) || preview_rank(s) < 0)
+                REFUSE("preferences.preview");
+            snprintf(d->preview, sizeof(d->preview), "%s", s);
+        }
+        cJSON *badge = cJSON_GetObjectItemCaseSensitive(prefs, "badge");
+        if (badge) {
+            if (!cJSON_IsBool(badge))
+                REFUSE("preferences.badge");
+            d->badge = cJSON_IsTrue(badge);
+        }
+    }
+    /* The tenant's cap wins over the device's wish. */
+    if (preview_rank(t->preview_cap) >= 0 && preview_rank(t->preview_cap) < preview_rank(d->preview))
+        snprintf(d->preview, sizeof(d->preview), "%s", t->preview_cap);
+#undef REFUSE
+    return 1;
+}
+
+static void enroll_with_tenant(int err, struct store_tenant *t, void *ud)
+{
+    struct enroll_req *r = ud;
+    struct h1_req *req = r->req;
+    if (err || t == NULL) {
+        h1_req_respond_error(req, err == ENS_ENOTFOUND ? 401 : 503,
+                             err == ENS_ENOTFOUND ? "unauthorized" : "unavailable",
+                             err == ENS_ENOTFOUND ? "unknown API token" : "storage unavailable");
+        ens_free(r);
+        return;
+    }
+    struct act_keyset *ks = ens_app_keys(r->app);
+    if (ks == NULL) {
+        h1_req_respond_error(req, 503, "unavailable", "keys are not loaded yet");
+        goto out;
+    }
+    struct rt_buf plain;
+    rt_buf_init(&plain, JOSE_MAX_PLAINTEXT);
+    int rc = jwe_decrypt(h1_req_body(req), act_keyset_lookup, ks, &plain, NULL);
+    if (rc) {
+        rt_buf_cleanup_secret(&plain);
+        if (rc == ENS_EUNKNOWNKID)
+            h1_req_respond_error(req, 400, "unknown_kid", "the key id is not one of ours (fetch /v1/keys again)");
+        else
+            h1_req_respond_error(req, 400, "bad_jwe", "the body is not a JWE this server can decrypt");
+        goto out;
+    }
+    cJSON *p = cJSON_ParseWithLength((const char *)plain.data, plain.len);
+    rt_buf_cleanup_secret(&plain);
+    if (p == NULL) {
+        h1_req_respond_error(req, 400, "bad_request", "the decrypted payload is not JSON");
+        goto out;
+    }
+    struct act_enroll_msg *e = act_enroll_msg_new();
+    e->reply = reply_to(req);
+    e->checkin = r->checkin;
+    snprintf(e->tenant_id, sizeof(e->tenant_id), "%s", t->id);
+    int status;
+    const char *code;
+    char msg[160];
+    int ok = enroll_build(r, t, p, e, &status, &code, msg, sizeof(msg));
+    wipe_json(p);
+    cJSON_Delete(p);
+    if (!ok) {
+        rt_msg_free(&e->hdr);
+        h1_req_respond_error(req, status, code, msg);
+        goto out;
+    }
+    char uid[ENS_ID_CHARS + 1];
+    ens_user_id(r->app->id_key, e->tenant_id, span_cstr(e->email), uid);
+    ens_device_id(r->app->id_key, e->tenant_id, span_cstr(e->dev.client_id), e->dev.device_id);
+    atomic_fetch_add_explicit(r->checkin ? &r->app->counters.checkins : &r->app->counters.subscribes, 1,
+                              memory_order_relaxed);
+    rc = act_directory_send(r->app->dir, uid, &e->hdr);
+    if (rc) {
+        rt_msg_free(&e->hdr);
+        h1_req_respond_error(req, 503, "unavailable", "the server is overloaded or stopping");
+    }
+out:
+    store_tenant_free(t);
+    ens_free(r);
+}
+
+static void enroll_with_token(int err, const char *tenant_id, void *ud)
+{
+    struct enroll_req *r = ud;
+    if (err) {
+        if (err == ENS_ENOTFOUND)
+            h1_req_respond_error(r->req, 401, "unauthorized", "unknown API token");
+        else
+            h1_req_respond_error(r->req, 503, "unavailable", "storage unavailable");
+        ens_free(r);
+        return;
+    }
+    snprintf(r->tenant_id, sizeof(r->tenant_id), "%s", tenant_id);
+    struct ens_sched_ctx *ctx = ens_sched_ctx_current();
+    int rc = store_tenant_get(ctx->store, r->tenant_id, deadline(), enroll_with_tenant, r);
+    if (rc)
+        enroll_with_tenant(rc, NULL, r);
+}
+
+static void handle_enroll(struct ens_sched_ctx *ctx, struct h1_req *req, int checkin)
+{
+    struct span tok;
+    if (!bearer_token(req, &tok)) {
+        h1_req_respond_error(req, 401, "unauthorized", "missing or malformed API token");
+        return;
+    }
+    struct span ct = h1_req_header(req, "content-type");
+    if (ct.p == NULL || !span_has_prefix(ct, "application/jose")) {
+        h1_req_respond_error(req, 400, "bad_request", "Content-Type must be application/jose");
+        return;
+    }
+    uint8_t hash[32];
+    SHA256(tok.p, tok.len, hash);
+    struct enroll_req *r = ens_calloc(1, sizeof(*r));
+    r->req = req;
+    r->app = ctx->app;
+    r->checkin = checkin;
+    int rc = store_apitoken_lookup(ctx->store, hash, deadline(), enroll_with_token, r);
+    if (rc)
+        enroll_with_token(rc == ENS_ENOTFOUND ? ENS_ESTORE : rc, NULL, r);
+}
+
+/* ---- The Exchange callback ---- */
+
+static void respond_soap(struct h1_req *req, int unsubscribe)
+{
+    struct span body = soap_notification_result(unsubscribe);
+    h1_req_respond(req, 200, "text/xml; charset=utf-8", body.p, body.len, NULL, 0);
+}
+
+static void handle_callback(struct ens_sched_ctx *ctx, struct h1_req *req, struct span token)
+{
+    struct ens_app *app = ctx->app;
+    struct act_callback_msg *c = act_callback_msg_new();
+    if (seal_token_parse(token, &c->token) != 0) {
+        rt_msg_free(&c->hdr);
+        atomic_fetch_add_explicit(&app->counters.callbacks_unsubscribe, 1, memory_order_relaxed);
+        RT_LOG_I("ews.callback", "answer=Unsubscribe reason=token does not parse");
+        respond_soap(req, 1);
+        return;
+    }
+    int rc = soap_notification_parse(h1_req_body(req), &c->batch);
+    if (rc) {
+        rt_msg_free(&c->hdr);
+        atomic_fetch_add_explicit(&app->counters.callbacks_bad, 1, memory_order_relaxed);
+        if (rc == ENS_ETOOBIG)
+            h1_req_respond_error(req, 413, "too_large", "too many notifications or events");
+        else
+            h1_req_respond_error(req, 400, "bad_request", "not a SendNotification request");
+        return;
+    }
+    char uid[ENS_ID_CHARS + 1];
+    struct rt_buf b;
+    rt_buf_init(&b, 64);
+    b64_encode(&b, span_make(c->token.uid, SEAL_UID_BYTES), 1);
+    snprintf(uid, sizeof(uid), "%s", rt_buf_cstr(&b));
+    rt_buf_cleanup(&b);
+    c->reply = reply_to(req);
+    rc = act_directory_send(app->dir, uid, &c->hdr);
+    if (rc) {
+        rt_msg_free(&c->hdr);
+        /* Exchange retries a failed delivery; a 503 keeps the subscription. */
+        h1_req_respond_error(req, 503, "unavailable", "the server is overloaded or stopping");
+    }
+}
+
+/* ---- Routing ---- */
+
+static void handle_ready(struct ens_sched_ctx *ctx, struct h1_req *req)
+{
+    if (ens_app_keys(ctx->app) == NULL)
+        h1_req_respond_error(req, 503, "unavailable", "keys are not loaded yet");
+    else if (!store_ready(ctx->store))
+        h1_req_respond_error(req, 503, "unavailable", "Redis is not reachable");
+    else
+        respond_json_text(req, 200, "{\"status\":\"ready\"}");
+}
+
+void act_http_public(struct h1_req *req, void *ud)
+{
+    struct ens_sched_ctx *ctx = ud;
+    struct ens_app *app = ctx->app;
+    struct span target = h1_req_target(req);
+    const char *method = h1_req_method(req);
+    /* drop the query string: no route takes one */
+    for (size_t i = 0; i < target.len; i++) {
+        if (target.p[i] == '?') {
+            target.len = i;
+            break;
+        }
+    }
+    size_t bl = strlen(app->base_path);
+    if (target.len < bl || memcmp(target.p, app->base_path, bl) != 0) {
+        h1_req_respond_error(req, 404, "not_found", "no such endpoint");
+        return;
+    }
+    struct span rest = span_make(target.p + bl, target.len - bl);
+    int get = strcmp(method, "GET") == 0, post = strcmp(method, "POST") == 0;
+    if (path_is(rest, "/alive") && get) {
+        respond_json_text(req, 200, "{\"status\":\"ok\",\"version\":\"" ENS_VERSION "\"}");
+    } else if (path_is(rest, "/ready") && get) {
+        handle_ready(ctx, req);
+    } else if (path_is(rest, "/v1/keys") && get) {
+        struct act_keyset *ks = ens_app_keys(app);
+        if (ks)
+            respond_json_text(req, 200, ks->jwks);
+        else
+            h1_req_respond_error(req, 503, "unavailable", "keys are not loaded yet");
+    } else if (path_is(rest, "/v1/subscribe") && post) {
+        handle_enroll(ctx, req, 0);
+    } else if (path_is(rest, "/v1/checkin") && post) {
+        handle_enroll(ctx, req, 1);
+    } else if (path_is(rest, "/v1/unsubscribe") && post) {
+        h1_req_respond_error(req, 501, "not_implemented", "unsubscribe is not implemented yet");
+    } else if (span_has_prefix(rest, "/v1/ews/") && post) {
+        handle_callback(ctx, req, span_make(rest.p + 8, rest.len - 8));
+    } else if (path_is(rest, "/alive") || path_is(rest, "/ready") || path_is(rest, "/v1/keys") ||
+               path_is(rest, "/v1/subscribe") || path_is(rest, "/v1/checkin") ||
+               path_is(rest, "/v1/unsubscribe") || span_has_prefix(rest, "/v1/ews/")) {
+        h1_req_respond_error(req, 405, "method_not_allowed", "wrong method for this endpoint");
+    } else {
+        h1_req_respond_error(req, 404, "not_found", "no such endpoint");
+    }
+}

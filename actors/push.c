@@ -1,0 +1,203 @@
+#include "actors/push.h"
+
+#include <stdio.h>
+#include <string.h>
+
+#include "actors/directory.h"
+#include "actors/msgs.h"
+#include "runtime/alloc.h"
+#include "runtime/err.h"
+#include "runtime/log.h"
+
+#define PUSH_BACKOFF_BASE_MS 1000
+#define PUSH_BACKOFF_MAX_MS  (5 * 60 * 1000)
+
+struct push_actor {
+    struct ens_app *app;
+    struct apns_client *apns; /* NULL when APNs is not configured */
+    rt_actor_id self;
+    struct rt_actor *actor;
+};
+
+/* A push waiting for its retry timer. */
+struct push_retry {
+    uv_timer_t timer;
+    struct push_actor *pa;
+    struct act_push_msg *msg;
+};
+
+/* A push in flight at APNs. */
+struct push_flight {
+    struct push_actor *pa;
+    struct act_push_msg *msg;
+};
+
+static void push_msg_free(struct rt_msg *m)
+{
+    struct act_push_msg *p = (struct act_push_msg *)m;
+    ens_free(p->payload);
+    ens_free(p);
+}
+
+struct act_push_msg *act_push_msg_new(const uint8_t *payload, size_t len)
+{
+    struct act_push_msg *p = rt_msg_new(sizeof(*p), ACT_MSG_PUSH);
+    p->hdr.free = push_msg_free;
+    p->payload = (uint8_t *)ens_memdup(payload, len);
+    p->payload_len = len;
+    return p;
+}
+
+static void push_report(struct push_actor *pa, const struct act_push_msg *p, enum apns_class cls,
+                        int status, const char *reason)
+{
+    struct ens_counters *c = &pa->app->counters;
+    if (cls == APNS_OK)
+        atomic_fetch_add_explicit(&c->pushes_ok, 1, memory_order_relaxed);
+    else if (cls == APNS_UNREGISTERED)
+        atomic_fetch_add_explicit(&c->pushes_unregistered, 1, memory_order_relaxed);
+    else
+        atomic_fetch_add_explicit(&c->pushes_failed, 1, memory_order_relaxed);
+    RT_LOG_I("push.result", "user=%s device=%s kind=%s apns_id=%s status=%d reason=%s class=%s attempt=%d",
+             p->uid, p->device_id, p->kind, p->apns_id, status, reason, apns_class_name(cls),
+             p->attempt);
+    struct act_push_result_msg *r = rt_msg_new(sizeof(*r), ACT_MSG_PUSH_RESULT);
+    snprintf(r->device_id, sizeof(r->device_id), "%s", p->device_id);
+    snprintf(r->kind, sizeof(r->kind), "%s", p->kind);
+    snprintf(r->reason, sizeof(r->reason), "%s", reason);
+    r->cls = cls;
+    r->status = status;
+    if (act_directory_send(pa->app->dir, p->uid, &r->hdr) != 0)
+        rt_msg_free(&r->hdr);
+}
+
+static void push_send(struct push_actor *pa, struct act_push_msg *p);
+
+static void retry_close_cb(uv_handle_t *h)
+{
+    ens_free(h->data);
+}
+
+static void retry_fire_cb(uv_timer_t *t)
+{
+    struct push_retry *r = t->data;
+    struct push_actor *pa = r->pa;
+    struct act_push_msg *p = r->msg;
+    uv_close((uv_handle_t *)&r->timer, retry_close_cb);
+    push_send(pa, p);
+}
+
+static void push_result_cb(const struct apns_result *res, void *ud)
+{
+    struct push_flight *f = ud;
+    struct push_actor *pa = f->pa;
+    struct act_push_msg *p = f->msg;
+    ens_free(f);
+    if (res->apns_id && res->apns_id[0])
+        snprintf(p->apns_id, sizeof(p->apns_id), "%s", res->apns_id);
+    uint64_t now = uv_now(rt_actor_loop(pa->actor));
+    if (res->cls == APNS_RETRY && p->attempt < ACT_PUSH_MAX_ATTEMPTS && now < p->expires_ms) {
+        uint64_t delay = PUSH_BACKOFF_BASE_MS << (p->attempt - 1);
+        if (delay > PUSH_BACKOFF_MAX_MS)
+            delay = PUSH_BACKOFF_MAX_MS;
+        RT_LOG_W("push.retry", "user=%s device=%s status=%d reason=%s err=%s attempt=%d delay_ms=%llu",
+                 p->uid, p->device_id, res->status, res->reason ? res->reason : "",
+                 ens_err_name(res->err), p->attempt, (unsigned long long)delay);
+        struct push_retry *r = ens_calloc(1, sizeof(*r));
+        r->pa = pa;
+        r->msg = p;
+        uv_timer_init(rt_actor_loop(pa->actor), &r->timer);
+        r->timer.data = r;
+        uv_timer_start(&r->timer, retry_fire_cb, delay, 0);
+        return;
+    }
+    const char *reason = res->reason && res->reason[0] ? res->reason : (res->err ? ens_err_name(res->err) : "");
+    push_report(pa, p, res->cls, res->status, reason);
+    rt_msg_free(&p->hdr);
+}
+
+/* push_send hands |p| (owned) to APNs. */
+static void push_send(struct push_actor *pa, struct act_push_msg *p)
+{
+    if (pa->apns == NULL) {
+        push_report(pa, p, APNS_FATAL, 0, "NotConfigured");
+        rt_msg_free(&p->hdr);
+        return;
+    }
+    p->attempt++;
+    struct apns_push ap = {
+        .device_token_hex = p->token,
+        .topic = p->topic,
+        .push_type = p->push_type,
+        .priority = p->priority,
+        .environment = p->environment,
+        .payload = p->payload,
+        .payload_len = p->payload_len,
+        .apns_id = p->apns_id[0] ? p->apns_id : NULL,
+    };
+    struct push_flight *f = ens_calloc(1, sizeof(*f));
+    f->pa = pa;
+    f->msg = p;
+    int rc = apns_send(pa->apns, &ap, push_result_cb, f);
+    if (rc) {
+        ens_free(f);
+        push_report(pa, p, APNS_FATAL, 0, ens_err_name(rc));
+        rt_msg_free(&p->hdr);
+    }
+}
+
+static void push_receive(struct rt_actor *a, struct rt_msg *m)
+{
+    struct push_actor *pa = rt_actor_state(a);
+    pa->actor = a;
+    if (m->type != ACT_MSG_PUSH) {
+        rt_msg_free(m);
+        return;
+    }
+    struct act_push_msg *p = (struct act_push_msg *)m;
+    p->expires_ms = uv_now(rt_actor_loop(a)) + ACT_PUSH_TTL_MS;
+    push_send(pa, p);
+}
+
+static void push_destroy(struct rt_actor *a)
+{
+    struct push_actor *pa = rt_actor_state(a);
+    apns_client_free(pa->apns);
+    ens_free(pa);
+}
+
+static const struct rt_actor_type kPushActor = {"push", push_receive, push_destroy};
+
+int act_push_start(struct ens_app *app, struct rt_sched *s)
+{
+    const struct ens_config *cfg = app->cfg;
+    struct push_actor *pa = ens_calloc(1, sizeof(*pa));
+    pa->app = app;
+    if (cfg->apns.key_file && cfg->apns.team_id && cfg->apns.key_id) {
+        struct apns_opts o = {
+            .url = cfg->apns.url,
+            .sandbox_url = cfg->apns.sandbox_url,
+            .team_id = cfg->apns.team_id,
+            .key_id = cfg->apns.key_id,
+            .key_file = cfg->apns.key_file,
+            .ca_file = cfg->apns.ca_file,
+        };
+        char err[256];
+        pa->apns = apns_client_new(rt_sched_loop(s), &o, err, sizeof(err));
+        if (pa->apns == NULL) {
+            RT_LOG_E("push.start", "APNs client: %s", err);
+            ens_free(pa);
+            return ENS_ECONFIG;
+        }
+    } else {
+        RT_LOG_W("push.start", "apns.key_file, apns.team_id and apns.key_id are not all set: iOS pushes will fail");
+    }
+    int rc = rt_spawn(app->rt, rt_sched_index(s), &kPushActor, pa, &pa->self);
+    if (rc) {
+        apns_client_free(pa->apns);
+        ens_free(pa);
+        return rc;
+    }
+    app->push_actor = pa->self;
+    return 0;
+}

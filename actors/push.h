@@ -1,0 +1,54 @@
+/* The push actor: the one owner of the APNs HTTP/2 client (connections are
+ * expensive and Apple wants them long-lived and few, so every mailbox shares
+ * them). User actors send it ACT_MSG_PUSH; it answers each with
+ * ACT_MSG_PUSH_RESULT to the mailbox, after retries of transient failures. */
+#ifndef ENS_ACTORS_PUSH_H
+#define ENS_ACTORS_PUSH_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "actors/app.h"
+#include "actors/ids.h"
+#include "protocols/apns.h"
+
+#define ACT_PUSH_MAX_ATTEMPTS 5
+#define ACT_PUSH_TTL_MS       (15 * 60 * 1000) /* a new-mail alert older than this is not worth sending */
+
+struct act_push_msg {
+    struct rt_msg hdr;
+    char uid[ENS_ID_CHARS + 1];
+    char device_id[ENS_ID_CHARS + 1];
+    char token[APNS_MAX_TOKEN_HEX + 1];
+    char topic[257];
+    char environment[16];
+    char push_type[16];
+    int priority;
+    uint8_t *payload; /* owned */
+    size_t payload_len;
+    char kind[16]; /* "new-mail", "badge", "checkin": for results and metrics */
+    /* set by the push actor */
+    int attempt;
+    uint64_t expires_ms;
+    char apns_id[40];
+};
+
+struct act_push_result_msg {
+    struct rt_msg hdr;
+    char device_id[ENS_ID_CHARS + 1];
+    char kind[16];
+    enum apns_class cls;
+    int status;
+    char reason[APNS_MAX_REASON + 1];
+};
+
+/* act_push_msg_new allocates a push message; |payload| is copied. */
+struct act_push_msg *act_push_msg_new(const uint8_t *payload, size_t len);
+
+/* act_push_start creates the APNs client and the push actor on the calling
+ * scheduler (scheduler 0) and records its id in app->push_actor. Without
+ * APNs credentials in the configuration pushes fail with reason
+ * "NotConfigured". 0 or a negative code. */
+int act_push_start(struct ens_app *app, struct rt_sched *s);
+
+#endif

@@ -1,0 +1,1022 @@
+/* The user actor. See user.h for its role; this file is its state machine.
+ *
+ * Every message is handled with the actor suspended, and each handler ends in
+ * exactly one user_done(), which resumes it. Between the two the handler may
+ * wait for Redis or Exchange any number of times; the continuation is the next
+ * function of the chain, never a nested callback. */
+#include "actors/user.h"
+
+#include <cjson/cJSON.h>
+#include <openssl/mem.h>
+#include <stdio.h>
+#include <string.h>
+#include <time.h>
+
+#include "actors/directory.h"
+#include "actors/ews.h"
+#include "actors/keys.h"
+#include "actors/msgs.h"
+#include "actors/push.h"
+#include "protocols/apns.h"
+#include "protocols/limits.h"
+#include "runtime/alloc.h"
+#include "runtime/b64.h"
+#include "runtime/err.h"
+#include "runtime/log.h"
+
+#define USER_MAX_SOAP (64 * 1024)
+
+struct user;
+typedef void (*user_step_fn)(struct user *u, int err);
+
+struct fetched_item {
+    char *sender;
+    char *subject;
+};
+
+struct user {
+    struct ens_app *app;
+    char uid[ENS_ID_CHARS + 1];
+    struct rt_actor *actor;
+    struct store_user *rec; /* NULL until loaded */
+    int persisted;          /* rec exists in Redis */
+    struct rt_msg *cur;     /* the message being handled */
+    struct rt_timer *status_timer, *idle_timer;
+
+    /* Memory only, never Redis: the token of the current subscription, so the
+     * actor can repair the subscription itself (ARCHITECTURE.md). */
+    struct seal_token token;
+    int has_token;
+    uint64_t last_checkin_push_ms;
+
+    uint64_t recent[ACT_USER_RECENT_ITEMS]; /* hashes of item ids already pushed */
+    size_t recent_next;
+
+    /* The operation in progress. */
+    struct {
+        struct rt_buf creds; /* secret: opened or enrolled credentials */
+        struct rt_buf soap;
+        struct seal_token token; /* secret: a subscription being created */
+        struct rt_buf blob;
+        char old_sub_id[STORE_MAX_SUB_ID + 1];
+        char old_cred_id[STORE_CRED_ID_CHARS + 1];
+        char new_cred_id[STORE_CRED_ID_CHARS + 1];
+        char device_key[64]; /* secret: returned once to a new device */
+        char removed[STORE_MAX_DEVICES][STORE_ID_CHARS + 1];
+        size_t n_removed;
+        int used_watermark;
+        uint16_t fp;
+        user_step_fn then;       /* continuation after a subscribe */
+        user_step_fn saved_then; /* continuation after a save */
+        char *items[ACT_USER_MAX_FETCH];
+        size_t n_items;
+        struct fetched_item fetched[ACT_USER_MAX_FETCH];
+        size_t n_fetched;
+        int badge_changed;
+    } op;
+};
+
+/* ---- Messages ---- */
+
+static void enroll_msg_free(struct rt_msg *m)
+{
+    struct act_enroll_msg *e = (struct act_enroll_msg *)m;
+    rt_buf_cleanup_secret(&e->creds);
+    ens_free(e);
+}
+
+struct act_enroll_msg *act_enroll_msg_new(void)
+{
+    struct act_enroll_msg *e = rt_msg_new(sizeof(*e), ACT_MSG_ENROLL);
+    e->hdr.free = enroll_msg_free;
+    rt_buf_init(&e->creds, SEAL_MAX_CREDS);
+    return e;
+}
+
+static void callback_msg_free(struct rt_msg *m)
+{
+    struct act_callback_msg *c = (struct act_callback_msg *)m;
+    seal_token_cleanup(&c->token);
+    soap_notification_batch_cleanup(&c->batch);
+    ens_free(c);
+}
+
+struct act_callback_msg *act_callback_msg_new(void)
+{
+    struct act_callback_msg *c = rt_msg_new(sizeof(*c), ACT_MSG_CALLBACK);
+    c->hdr.free = callback_msg_free;
+    return c;
+}
+
+/* ---- Helpers ---- */
+
+static struct store *user_store(void)
+{
+    return ens_sched_ctx_current()->store;
+}
+
+static uint64_t user_deadline(struct user *u)
+{
+    return uv_now(rt_actor_loop(u->actor)) + ENS_STORE_DEADLINE_MS;
+}
+
+static int64_t wall_now(void)
+{
+    return (int64_t)time(NULL);
+}
+
+static void hex_encode(const uint8_t *p, size_t n, char *out)
+{
+    static const char kHex[] = "0123456789abcdef";
+    for (size_t i = 0; i < n; i++) {
+        out[2 * i] = kHex[p[i] >> 4];
+        out[2 * i + 1] = kHex[p[i] & 15];
+    }
+    out[2 * n] = '\0';
+}
+
+static void op_reset(struct user *u)
+{
+    rt_buf_cleanup_secret(&u->op.creds);
+    rt_buf_cleanup(&u->op.soap);
+    rt_buf_cleanup(&u->op.blob);
+    seal_token_cleanup(&u->op.token);
+    OPENSSL_cleanse(u->op.device_key, sizeof(u->op.device_key));
+    for (size_t i = 0; i < u->op.n_items; i++)
+        ens_free(u->op.items[i]);
+    for (size_t i = 0; i < u->op.n_fetched; i++) {
+        ens_free(u->op.fetched[i].sender);
+        ens_free(u->op.fetched[i].subject);
+    }
+    memset(&u->op, 0, sizeof(u->op));
+    rt_buf_init(&u->op.creds, SEAL_MAX_CREDS);
+    rt_buf_init(&u->op.soap, USER_MAX_SOAP);
+    rt_buf_init(&u->op.blob, STORE_MAX_CRED_BLOB);
+}
+
+/* user_done ends the handling of the current message and resumes delivery. */
+static void user_done(struct user *u)
+{
+    rt_msg_free(u->cur);
+    u->cur = NULL;
+    op_reset(u);
+    rt_actor_resume(u->actor);
+}
+
+static const struct act_reply_to *cur_reply(struct user *u)
+{
+    if (u->cur && u->cur->type == ACT_MSG_ENROLL)
+        return &((struct act_enroll_msg *)u->cur)->reply;
+    if (u->cur && u->cur->type == ACT_MSG_CALLBACK)
+        return &((struct act_callback_msg *)u->cur)->reply;
+    return NULL;
+}
+
+static void reply_error(struct user *u, int status, const char *code, const char *message)
+{
+    const struct act_reply_to *to = cur_reply(u);
+    if (to && to->req) {
+        act_reply_error(u->app->rt, to, status, code, message);
+        ((struct act_reply_to *)to)->req = NULL; /* answered */
+    }
+}
+
+static int device_active_count(const struct store_user *rec)
+{
+    int n = 0;
+    for (size_t i = 0; i < rec->n_devices; i++)
+        n += !rec->devices[i].blocked;
+    return n;
+}
+
+static void status_timer_arm(struct user *u)
+{
+    uint64_t freq = u->rec->sub.status_frequency_min ? u->rec->sub.status_frequency_min : 5;
+    rt_timer_arm(u->status_timer, 2 * freq * 60 * 1000 + ACT_USER_STATUS_SLACK_MS);
+}
+
+static uint64_t item_hash(const char *id)
+{
+    uint64_t h = 0xcbf29ce484222325ULL;
+    for (; *id; id++) {
+        h ^= (uint8_t)*id;
+        h *= 0x100000001b3ULL;
+    }
+    return h ? h : 1;
+}
+
+static int item_seen(struct user *u, const char *id)
+{
+    uint64_t h = item_hash(id);
+    for (size_t i = 0; i < ACT_USER_RECENT_ITEMS; i++) {
+        if (u->recent[i] == h)
+            return 1;
+    }
+    return 0;
+}
+
+static void item_remember(struct user *u, const char *id)
+{
+    u->recent[u->recent_next] = item_hash(id);
+    u->recent_next = (u->recent_next + 1) % ACT_USER_RECENT_ITEMS;
+}
+
+/* ---- Saving ---- */
+
+static void on_saved(int err, void *ud)
+{
+    struct user *u = ud;
+    if (err) {
+        RT_LOG_W("user.save", "user=%s err=%s", u->uid, ens_err_name(err));
+    } else {
+        u->persisted = 1;
+    }
+    u->op.saved_then(u, err);
+}
+
+/* user_save writes the record in one transaction, then continues with |then|. */
+static void user_save(struct user *u, user_step_fn then)
+{
+    u->rec->updated_at = wall_now();
+    u->op.saved_then = then;
+    const char *removed[STORE_MAX_DEVICES];
+    for (size_t i = 0; i < u->op.n_removed; i++)
+        removed[i] = u->op.removed[i];
+    int rc = store_user_save(user_store(), u->rec, u->op.old_sub_id[0] ? u->op.old_sub_id : NULL,
+                             removed, u->op.n_removed, user_deadline(u), on_saved, u);
+    if (rc)
+        then(u, rc);
+}
+
+static void on_cred_deleted(int err, void *ud)
+{
+    (void)ud;
+    if (err)
+        RT_LOG_W("user.cred", "stale credential blob not deleted: %s", ens_err_name(err));
+}
+
+static void cred_delete(struct user *u, const char *cred_id)
+{
+    if (cred_id[0] == '\0')
+        return;
+    /* Best effort: an orphaned blob opens nothing without its token. */
+    store_cred_del(user_store(), u->uid, cred_id, user_deadline(u), on_cred_deleted, NULL);
+}
+
+static void step_finish(struct user *u, int err)
+{
+    (void)err;
+    user_done(u);
+}
+
+/* ---- Pushes ---- */
+
+static enum apns_preview preview_parse(const char *s)
+{
+    if (strcmp(s, "none") == 0)
+        return APNS_PREVIEW_NONE;
+    if (strcmp(s, "sender") == 0)
+        return APNS_PREVIEW_SENDER;
+    return APNS_PREVIEW_FULL;
+}
+
+static void push_to_device(struct user *u, const struct store_device *d, const char *kind,
+                           const char *push_type, int priority, const struct rt_buf *payload)
+{
+    struct act_push_msg *p = act_push_msg_new(payload->data, payload->len);
+    snprintf(p->uid, sizeof(p->uid), "%s", u->uid);
+    snprintf(p->device_id, sizeof(p->device_id), "%s", d->device_id);
+    snprintf(p->token, sizeof(p->token), "%.*s", (int)sizeof(p->token) - 1, d->push_token);
+    snprintf(p->topic, sizeof(p->topic), "%s", d->app_id);
+    snprintf(p->environment, sizeof(p->environment), "%s", d->environment);
+    snprintf(p->push_type, sizeof(p->push_type), "%s", push_type);
+    snprintf(p->kind, sizeof(p->kind), "%s", kind);
+    p->priority = priority;
+    if (rt_send(u->app->rt, u->app->push_actor, &p->hdr) != 0)
+        rt_msg_free(&p->hdr);
+}
+
+/* push_each sends one payload kind to every iOS device that wants it. */
+static void push_new_mail(struct user *u, const struct fetched_item *it)
+{
+    for (size_t i = 0; i < u->rec->n_devices; i++) {
+        const struct store_device *d = &u->rec->devices[i];
+        if (d->blocked)
+            continue;
+        if (strcmp(d->platform, "ios") != 0) {
+            RT_LOG_W("push.skip", "user=%s device=%s platform=%s: FCM is not implemented yet",
+                     u->uid, d->device_id, d->platform);
+            continue;
+        }
+        struct rt_buf payload;
+        rt_buf_init(&payload, APNS_MAX_PAYLOAD);
+        struct apns_new_mail nm = {
+            .user_id = u->uid,
+            .sender = it->sender ? it->sender : "",
+            .subject = it->subject ? it->subject : "",
+            .preview = preview_parse(d->preview),
+            .badge_on = d->badge,
+            .badge = (uint32_t)(u->rec->badge > 0 ? u->rec->badge : 0),
+        };
+        if (apns_payload_new_mail(&payload, &nm) == 0)
+            push_to_device(u, d, "new-mail", "alert", 10, &payload);
+        rt_buf_cleanup(&payload);
+    }
+}
+
+static void push_badge(struct user *u)
+{
+    struct rt_buf payload;
+    rt_buf_init(&payload, APNS_MAX_PAYLOAD);
+    if (apns_payload_badge(&payload, (uint32_t)(u->rec->badge > 0 ? u->rec->badge : 0)) == 0) {
+        for (size_t i = 0; i < u->rec->n_devices; i++) {
+            const struct store_device *d = &u->rec->devices[i];
+            if (!d->blocked && d->badge && strcmp(d->platform, "ios") == 0)
+                push_to_device(u, d, "badge", "alert", 5, &payload);
+        }
+    }
+    rt_buf_cleanup(&payload);
+}
+
+static void push_checkin(struct user *u)
+{
+    uint64_t now = uv_now(rt_actor_loop(u->actor));
+    if (u->last_checkin_push_ms && now - u->last_checkin_push_ms < ACT_USER_CHECKIN_EVERY_MS)
+        return;
+    u->last_checkin_push_ms = now;
+    struct rt_buf payload;
+    rt_buf_init(&payload, APNS_MAX_PAYLOAD);
+    if (apns_payload_checkin(&payload) == 0) {
+        for (size_t i = 0; i < u->rec->n_devices; i++) {
+            const struct store_device *d = &u->rec->devices[i];
+            if (!d->blocked && strcmp(d->platform, "ios") == 0)
+                push_to_device(u, d, "checkin", "background", 5, &payload);
+        }
+    }
+    rt_buf_cleanup(&payload);
+}
+
+/* ---- Subscribing (enrollment and self-repair) ---- */
+
+static void subscribe_send(struct user *u);
+
+static void subscribe_fail(struct user *u, int status, const char *code, const char *message)
+{
+    cred_delete(u, u->op.new_cred_id);
+    RT_LOG_W("ews.subscribe", "user=%s failed: %s (%s)", u->uid, code, message);
+    u->op.then(u, status);
+    (void)message;
+}
+
+static void on_subscribed_saved(struct user *u, int err);
+
+static void on_subscribe_answer(const struct ews_result *r, void *ud)
+{
+    struct user *u = ud;
+    struct ens_counters *c = &u->app->counters;
+    if (r->err && r->err != ENS_EREMOTE) {
+        atomic_fetch_add_explicit(&c->ews_failed, 1, memory_order_relaxed);
+        u->op.old_sub_id[0] = '\0';
+        if (r->err == ENS_EAUTH)
+            subscribe_fail(u, 502, "ews_auth_failed", "Exchange refused the credentials");
+        else
+            subscribe_fail(u, 502, "ews_unreachable", "Exchange could not be reached");
+        return;
+    }
+    struct soap_ews_subscribe_resp resp = {0};
+    int rc = r->err ? r->err : soap_ews_subscribe_parse(r->body, &resp);
+    if (rc == 0 && resp.st.cls != SOAP_EWS_SUCCESS && resp.st.code &&
+        strcmp(resp.st.code, "ErrorInvalidWatermark") == 0 && u->op.used_watermark) {
+        /* The watermark is too old to replay from: start afresh. */
+        soap_ews_subscribe_resp_cleanup(&resp);
+        RT_LOG_W("ews.subscribe", "user=%s watermark refused, subscribing without it", u->uid);
+        u->rec->sub.watermark[0] = '\0';
+        subscribe_send(u);
+        return;
+    }
+    if (rc || resp.st.cls == SOAP_EWS_ERROR || resp.subscription_id == NULL) {
+        atomic_fetch_add_explicit(&c->ews_failed, 1, memory_order_relaxed);
+        char msg[160];
+        snprintf(msg, sizeof(msg), "Exchange answered %s", rc ? "something unreadable" : (resp.st.code ? resp.st.code : "an error"));
+        soap_ews_subscribe_resp_cleanup(&resp);
+        subscribe_fail(u, 502, "ews_error", msg);
+        return;
+    }
+    atomic_fetch_add_explicit(&c->ews_ok, 1, memory_order_relaxed);
+    struct store_sub *sub = &u->rec->sub;
+    snprintf(u->op.old_sub_id, sizeof(u->op.old_sub_id), "%s", sub->id);
+    snprintf(u->op.old_cred_id, sizeof(u->op.old_cred_id), "%s", sub->cred_id);
+    snprintf(sub->id, sizeof(sub->id), "%s", resp.subscription_id);
+    if (resp.watermark)
+        snprintf(sub->watermark, sizeof(sub->watermark), "%s", resp.watermark);
+    snprintf(sub->cred_id, sizeof(sub->cred_id), "%s", u->op.new_cred_id);
+    sub->sealing_kid = u->op.token.skid;
+    sub->state = STORE_SUB_ACTIVE;
+    sub->status_frequency_min = (uint32_t)u->app->cfg->ews.status_frequency_min;
+    sub->created_at = sub->last_status_at = wall_now();
+    u->rec->cred_fp = u->op.fp;
+    soap_ews_subscribe_resp_cleanup(&resp);
+    /* The new token becomes the one kept in memory for self-repair. */
+    seal_token_cleanup(&u->token);
+    u->token = u->op.token;
+    u->has_token = 1;
+    RT_LOG_I("ews.subscribe", "user=%s subscription active", u->uid);
+    user_save(u, on_subscribed_saved);
+}
+
+static void on_subscribed_saved(struct user *u, int err)
+{
+    if (err) {
+        /* Exchange has a subscription we could not record; its callbacks will
+         * not match and will be answered Unsubscribe, which ends it. */
+        subscribe_fail(u, 503, "unavailable", "storage unavailable");
+        return;
+    }
+    if (strcmp(u->op.old_cred_id, u->op.new_cred_id) != 0)
+        cred_delete(u, u->op.old_cred_id);
+    status_timer_arm(u);
+    u->op.then(u, 0);
+}
+
+static void subscribe_send(struct user *u)
+{
+    char token[SEAL_TOKEN_CHARS + 1];
+    char url[sizeof(u->app->callback_base) + SEAL_TOKEN_CHARS + 1];
+    seal_token_encode(&u->op.token, token);
+    snprintf(url, sizeof(url), "%s%s", u->app->callback_base, token);
+    OPENSSL_cleanse(token, sizeof(token));
+    rt_buf_reset(&u->op.soap);
+    const char *wm = u->rec->sub.watermark[0] ? u->rec->sub.watermark : NULL;
+    u->op.used_watermark = wm != NULL;
+    int rc = soap_ews_subscribe_build(&u->op.soap, url, u->app->cfg->ews.status_frequency_min, wm);
+    OPENSSL_cleanse(url, sizeof(url));
+    if (rc == 0)
+        rc = ews_call(rt_actor_loop(u->actor), u->app, u->rec->ews_url, rt_buf_span(&u->op.creds),
+                      &u->op.soap, on_subscribe_answer, u);
+    if (rc)
+        subscribe_fail(u, 502, "ews_error", "cannot build the Subscribe request");
+}
+
+static void on_cred_put(int err, void *ud)
+{
+    struct user *u = ud;
+    if (err) {
+        u->op.new_cred_id[0] = '\0';
+        subscribe_fail(u, 503, "unavailable", "storage unavailable");
+        return;
+    }
+    subscribe_send(u);
+}
+
+/* user_subscribe creates a new Exchange subscription with u->op.creds: seal
+ * the credentials under a fresh token, store the blob, then Subscribe (from the
+ * last watermark, so nothing between the old and new one is missed). Ends in
+ * u->op.then(u, 0 or an HTTP status). */
+static void user_subscribe(struct user *u, user_step_fn then)
+{
+    u->op.then = then;
+    struct act_keyset *ks = ens_app_keys(u->app);
+    if (ks == NULL) {
+        then(u, 503);
+        return;
+    }
+    struct rt_buf raw;
+    rt_buf_init(&raw, 32);
+    int rc = b64_decode(&raw, span_cstr(u->uid), 1);
+    if (rc == 0 && raw.len != SEAL_UID_BYTES)
+        rc = ENS_EPARSE;
+    if (rc == 0)
+        rc = seal_token_new(ks->seal_kid, raw.data, &u->op.token);
+    rt_buf_cleanup(&raw);
+    if (rc == 0)
+        rc = seal_creds(&u->op.token, ks->seal_key, rt_buf_span(&u->op.creds), &u->op.blob);
+    if (rc) {
+        then(u, 503);
+        return;
+    }
+    hex_encode(u->op.token.cred_id, SEAL_CRED_ID_BYTES, u->op.new_cred_id);
+    u->rec->sub.state = STORE_SUB_SUBSCRIBING;
+    rc = store_cred_put(user_store(), u->uid, u->op.new_cred_id, u->op.blob.data, u->op.blob.len,
+                        user_deadline(u), on_cred_put, u);
+    if (rc) {
+        u->op.new_cred_id[0] = '\0';
+        then(u, 503);
+    }
+}
+
+/* ---- Enrollment ---- */
+
+static void enroll_answer(struct user *u, int status)
+{
+    struct act_enroll_msg *e = (struct act_enroll_msg *)u->cur;
+    if (status == 0) {
+        cJSON *j = cJSON_CreateObject();
+        cJSON_AddStringToObject(j, "userId", u->uid);
+        cJSON_AddStringToObject(j, "deviceId", e->dev.device_id);
+        if (u->op.device_key[0])
+            cJSON_AddStringToObject(j, "deviceKey", u->op.device_key);
+        cJSON *sub = cJSON_AddObjectToObject(j, "subscription");
+        cJSON_AddStringToObject(sub, "state", store_sub_state_name(u->rec->sub.state));
+        act_reply_json(u->app->rt, &e->reply, 200, j);
+        /* cJSON holds a copy of the device key: wipe it before freeing */
+        cJSON *dk = cJSON_GetObjectItemCaseSensitive(j, "deviceKey");
+        if (dk && dk->valuestring)
+            OPENSSL_cleanse(dk->valuestring, strlen(dk->valuestring));
+        cJSON_Delete(j);
+        e->reply.req = NULL;
+        RT_LOG_I("user.enroll", "user=%s device=%s %s state=%s", u->uid, e->dev.device_id,
+                 e->checkin ? "checkin" : "subscribe", store_sub_state_name(u->rec->sub.state));
+    }
+    user_done(u);
+}
+
+static void on_enroll_saved(struct user *u, int err)
+{
+    if (err) {
+        reply_error(u, 503, "unavailable", "storage unavailable; nothing was changed");
+        /* what we hold in memory may be ahead of Redis: reload next time */
+        store_user_free(u->rec);
+        u->rec = NULL;
+        user_done(u);
+        return;
+    }
+    enroll_answer(u, 0);
+}
+
+static void on_enroll_subscribed(struct user *u, int status)
+{
+    if (status == 0) {
+        /* already saved by the subscribe chain */
+        enroll_answer(u, 0);
+        return;
+    }
+    static const struct {
+        int status;
+        const char *code, *message;
+    } kFail[] = {
+        {502, "ews_error", "Exchange could not create the subscription"},
+        {503, "unavailable", "storage or keys unavailable; nothing was changed"},
+    };
+    /* subscribe_fail passed the specific code through the log; map by status */
+    const char *code = kFail[0].code, *message = kFail[0].message;
+    for (size_t i = 0; i < sizeof(kFail) / sizeof(kFail[0]); i++) {
+        if (kFail[i].status == status) {
+            code = kFail[i].code;
+            message = kFail[i].message;
+        }
+    }
+    reply_error(u, status, code, message);
+    /* Nothing of this enrollment was written: forget the in-memory changes. */
+    store_user_free(u->rec);
+    u->rec = NULL;
+    user_done(u);
+}
+
+static void on_enroll(struct user *u, struct rt_msg *m)
+{
+    struct act_enroll_msg *e = (struct act_enroll_msg *)m;
+    struct store_user *rec = u->rec;
+    if (!u->persisted) {
+        snprintf(rec->user_id, sizeof(rec->user_id), "%s", u->uid);
+        snprintf(rec->tenant_id, sizeof(rec->tenant_id), "%s", e->tenant_id);
+        snprintf(rec->email, sizeof(rec->email), "%s", e->email);
+        rec->created_at = e->now;
+        rec->sub.state = STORE_SUB_NONE;
+    }
+    struct store_device *d = store_user_find_device(rec, e->dev.device_id);
+    if (d && d->blocked) {
+        reply_error(u, 403, "device_blocked", "this device was blocked by an operator");
+        user_done(u);
+        return;
+    }
+    if (d == NULL && e->checkin) {
+        reply_error(u, 404, "not_found", "unknown device: subscribe first");
+        user_done(u);
+        return;
+    }
+    if (d == NULL) {
+        if (rec->n_devices >= STORE_MAX_DEVICES) {
+            reply_error(u, 422, "invalid_field", "device: this mailbox has too many devices");
+            user_done(u);
+            return;
+        }
+        d = store_user_add_device(rec);
+        *d = e->dev;
+        d->created_at = e->now;
+        ens_random_id(32, u->op.device_key, sizeof(u->op.device_key));
+        ens_sha256_hex(span_cstr(u->op.device_key), d->key_hash);
+    } else {
+        char key_hash[sizeof(d->key_hash)];
+        int64_t created = d->created_at, last_at = d->last_push_at;
+        char last_res[sizeof(d->last_push_result)];
+        memcpy(key_hash, d->key_hash, sizeof(key_hash));
+        memcpy(last_res, d->last_push_result, sizeof(last_res));
+        *d = e->dev;
+        memcpy(d->key_hash, key_hash, sizeof(key_hash));
+        memcpy(d->last_push_result, last_res, sizeof(last_res));
+        d->created_at = created;
+        d->last_push_at = last_at;
+    }
+    int url_changed = strcmp(rec->ews_url, e->ews_url) != 0;
+    snprintf(rec->ews_url, sizeof(rec->ews_url), "%s", e->ews_url);
+    snprintf(rec->auth_type, sizeof(rec->auth_type), "%s", e->auth_type);
+    u->op.fp = ens_cred_fingerprint(u->app->fp_key, rt_buf_span(&e->creds));
+    int healthy = rec->sub.state == STORE_SUB_ACTIVE && rec->sub.id[0] && !url_changed &&
+                  rec->cred_fp == u->op.fp;
+    if (healthy) {
+        /* Idempotent: nothing to ask Exchange, only timestamps change. */
+        user_save(u, on_enroll_saved);
+        return;
+    }
+    if (rt_buf_append_span(&u->op.creds, rt_buf_span(&e->creds)) != 0) {
+        reply_error(u, 422, "invalid_field", "auth: too large");
+        user_done(u);
+        return;
+    }
+    user_subscribe(u, on_enroll_subscribed);
+}
+
+/* ---- Exchange callbacks ---- */
+
+static void callback_answer(struct user *u, int unsubscribe, const char *why)
+{
+    struct act_callback_msg *c = (struct act_callback_msg *)u->cur;
+    struct span body = soap_notification_result(unsubscribe);
+    act_reply(u->app->rt, &c->reply, 200, "text/xml; charset=utf-8", body.p, body.len);
+    c->reply.req = NULL;
+    struct ens_counters *k = &u->app->counters;
+    if (unsubscribe) {
+        atomic_fetch_add_explicit(&k->callbacks_unsubscribe, 1, memory_order_relaxed);
+        RT_LOG_I("ews.callback", "user=%s answer=Unsubscribe reason=%s", u->uid, why);
+    } else {
+        atomic_fetch_add_explicit(&k->callbacks_ok, 1, memory_order_relaxed);
+    }
+}
+
+static void after_fetch(struct user *u);
+
+static void on_getfolder(const struct ews_result *r, void *ud)
+{
+    struct user *u = ud;
+    struct soap_ews_getfolder_resp resp = {0};
+    if (r->err == 0 && soap_ews_getfolder_parse(r->body, &resp) == 0 && resp.has_unread_count) {
+        if (u->rec->badge != (int)resp.unread_count)
+            u->op.badge_changed = 1;
+        u->rec->badge = (int)resp.unread_count;
+    } else {
+        RT_LOG_W("ews.getfolder", "user=%s unread count unavailable (%s)", u->uid,
+                 r->api_error ? r->api_error : "unparsable");
+    }
+    soap_ews_getfolder_resp_cleanup(&resp);
+    after_fetch(u);
+}
+
+static void fetch_badge(struct user *u)
+{
+    rt_buf_reset(&u->op.soap);
+    int rc = soap_ews_getfolder_build(&u->op.soap);
+    if (rc == 0)
+        rc = ews_call(rt_actor_loop(u->actor), u->app, u->rec->ews_url, rt_buf_span(&u->op.creds),
+                      &u->op.soap, on_getfolder, u);
+    if (rc)
+        after_fetch(u);
+}
+
+static void on_getitem(const struct ews_result *r, void *ud)
+{
+    struct user *u = ud;
+    if (r->err == ENS_EAUTH) {
+        RT_LOG_W("ews.getitem", "user=%s credentials refused: subscription lost", u->uid);
+        u->rec->sub.state = STORE_SUB_LOST;
+        push_checkin(u);
+        user_save(u, step_finish);
+        return;
+    }
+    struct soap_ews_getitem_resp resp = {0};
+    if (r->err == 0 && soap_ews_getitem_parse(r->body, &resp) == 0) {
+        for (size_t i = 0; i < resp.n_items && u->op.n_fetched < ACT_USER_MAX_FETCH; i++) {
+            struct soap_ews_item *it = &resp.items[i];
+            if (it->st.cls != SOAP_EWS_SUCCESS || it->is_read == 1)
+                continue; /* gone (moved by a rule) or already read elsewhere */
+            struct fetched_item *f = &u->op.fetched[u->op.n_fetched++];
+            const char *sender = it->from_name && it->from_name[0] ? it->from_name : it->from_email;
+            f->sender = ens_strdup(sender ? sender : "");
+            f->subject = ens_strdup(it->subject ? it->subject : "");
+        }
+    } else {
+        RT_LOG_W("ews.getitem", "user=%s fetch failed (%s)", u->uid,
+                 r->api_error ? r->api_error : "unparsable");
+    }
+    soap_ews_getitem_resp_cleanup(&resp);
+    fetch_badge(u);
+}
+
+static void after_fetch(struct user *u)
+{
+    for (size_t i = 0; i < u->op.n_fetched; i++)
+        push_new_mail(u, &u->op.fetched[i]);
+    if (u->op.n_fetched == 0 && u->op.badge_changed)
+        push_badge(u);
+    u->rec->counters.notifications += u->op.n_fetched;
+    user_save(u, step_finish);
+}
+
+static void on_repair_subscribed(struct user *u, int status)
+{
+    if (status)
+        RT_LOG_W("ews.repair", "user=%s self-repair failed (status %d)", u->uid, status);
+    else
+        RT_LOG_I("ews.repair", "user=%s subscription re-created from the last watermark", u->uid);
+    if (status) {
+        u->rec->sub.state = STORE_SUB_STALE;
+        push_checkin(u);
+        user_save(u, step_finish);
+        return;
+    }
+    user_done(u);
+}
+
+static void callback_process(struct user *u)
+{
+    struct act_callback_msg *c = (struct act_callback_msg *)u->cur;
+    struct store_user *rec = u->rec;
+    int error_seen = 0;
+    uint32_t folder_unread = 0;
+    int have_folder_unread = 0;
+    for (size_t i = 0; i < c->batch.n_msgs; i++) {
+        struct soap_notification_msg *nm = &c->batch.msgs[i];
+        if (nm->cls == SOAP_EWS_ERROR)
+            error_seen = 1;
+        struct soap_notification *n = nm->notification;
+        if (n == NULL)
+            continue;
+        if (n->previous_watermark && rec->sub.watermark[0] &&
+            strcmp(n->previous_watermark, rec->sub.watermark) != 0)
+            RT_LOG_W("ews.callback", "user=%s watermark gap: a notification was missed", u->uid);
+        for (size_t k = 0; k < n->n_events; k++) {
+            struct soap_event *ev = &n->events[k];
+            if (ev->watermark)
+                snprintf(rec->sub.watermark, sizeof(rec->sub.watermark), "%s", ev->watermark);
+            if (ev->type == SOAP_EVENT_NEW_MAIL && ev->item_id && !item_seen(u, ev->item_id) &&
+                u->op.n_items < ACT_USER_MAX_FETCH) {
+                item_remember(u, ev->item_id);
+                u->op.items[u->op.n_items++] = ens_strdup(ev->item_id);
+            } else if (ev->type == SOAP_EVENT_MODIFIED && ev->folder_id && ev->has_unread_count) {
+                folder_unread = ev->unread_count;
+                have_folder_unread = 1;
+            }
+        }
+    }
+    rec->counters.callbacks++;
+    rec->sub.last_status_at = wall_now();
+    if (error_seen) {
+        /* Exchange deletes a subscription after an Error notification:
+         * re-create it now, while we hold the credentials. */
+        RT_LOG_W("ews.callback", "user=%s Error notification: re-creating the subscription", u->uid);
+        rec->sub.state = STORE_SUB_LOST;
+        user_subscribe(u, on_repair_subscribed);
+        return;
+    }
+    if (rec->sub.state != STORE_SUB_ACTIVE)
+        rec->sub.state = STORE_SUB_ACTIVE;
+    status_timer_arm(u);
+    if (u->op.n_items) {
+        rt_buf_reset(&u->op.soap);
+        int rc = soap_ews_getitem_build(&u->op.soap, (const char *const *)u->op.items, u->op.n_items);
+        if (rc == 0)
+            rc = ews_call(rt_actor_loop(u->actor), u->app, rec->ews_url, rt_buf_span(&u->op.creds),
+                          &u->op.soap, on_getitem, u);
+        if (rc == 0)
+            return;
+        RT_LOG_W("ews.getitem", "user=%s cannot start the fetch: %s", u->uid, ens_err_name(rc));
+    }
+    if (have_folder_unread && (int)folder_unread != rec->badge) {
+        rec->badge = (int)folder_unread;
+        push_badge(u);
+    }
+    user_save(u, step_finish);
+}
+
+static void on_callback_cred(int err, struct span blob, void *ud)
+{
+    struct user *u = ud;
+    struct act_callback_msg *c = (struct act_callback_msg *)u->cur;
+    const uint8_t *key = act_keyset_seal_key(ens_app_keys(u->app), c->token.skid);
+    int rc = err ? err : (key ? seal_open_creds(&c->token, key, blob, &u->op.creds) : ENS_ECRYPTO);
+    if (rc) {
+        callback_answer(u, err == ENS_ESTORE || err == ENS_ETIMEDOUT ? 0 : 1,
+                        err ? "credentials unavailable" : "token does not open");
+        if (err == ENS_ESTORE || err == ENS_ETIMEDOUT)
+            RT_LOG_W("ews.callback", "user=%s Redis unavailable: answered OK, events dropped", u->uid);
+        user_done(u);
+        return;
+    }
+    /* Exchange gets its answer now; the fetch and the pushes follow. */
+    callback_answer(u, 0, NULL);
+    seal_token_cleanup(&u->token);
+    u->token = c->token;
+    u->has_token = 1;
+    callback_process(u);
+}
+
+static void on_callback(struct user *u, struct rt_msg *m)
+{
+    struct act_callback_msg *c = (struct act_callback_msg *)m;
+    struct store_user *rec = u->rec;
+    char cred_id[STORE_CRED_ID_CHARS + 1];
+    hex_encode(c->token.cred_id, SEAL_CRED_ID_BYTES, cred_id);
+    const char *why = NULL;
+    if (!u->persisted)
+        why = "unknown mailbox";
+    else if (rec->sub.cred_id[0] == '\0' || strcmp(cred_id, rec->sub.cred_id) != 0)
+        why = "not the current subscription";
+    else if (device_active_count(rec) == 0)
+        why = "no active device";
+    for (size_t i = 0; why == NULL && i < c->batch.n_msgs; i++) {
+        struct soap_notification *n = c->batch.msgs[i].notification;
+        if (n && n->subscription_id && strcmp(n->subscription_id, rec->sub.id) != 0)
+            why = "superseded subscription id";
+    }
+    if (why) {
+        callback_answer(u, 1, why);
+        user_done(u);
+        return;
+    }
+    int rc = store_cred_get(user_store(), u->uid, cred_id, user_deadline(u), on_callback_cred, u);
+    if (rc)
+        on_callback_cred(rc, span_make(NULL, 0), u);
+}
+
+/* ---- Push results and timers ---- */
+
+static void on_push_result(struct user *u, struct rt_msg *m)
+{
+    struct act_push_result_msg *r = (struct act_push_result_msg *)m;
+    struct store_device *d = u->persisted ? store_user_find_device(u->rec, r->device_id) : NULL;
+    if (d == NULL) {
+        user_done(u);
+        return;
+    }
+    d->last_push_at = wall_now();
+    snprintf(d->last_push_result, sizeof(d->last_push_result), "%.*s",
+             (int)sizeof(d->last_push_result) - 1,
+             r->cls == APNS_OK ? "ok" : (r->reason[0] ? r->reason : apns_class_name(r->cls)));
+    if (r->cls == APNS_OK)
+        u->rec->counters.pushes_ok++;
+    else
+        u->rec->counters.pushes_failed++;
+    if (r->cls == APNS_UNREGISTERED) {
+        RT_LOG_I("user.device", "user=%s device=%s removed: APNs says %s", u->uid, d->device_id,
+                 r->reason);
+        snprintf(u->op.removed[0], sizeof(u->op.removed[0]), "%s", d->device_id);
+        u->op.n_removed = 1;
+        store_user_remove_device(u->rec, r->device_id);
+    }
+    user_save(u, step_finish);
+}
+
+static void on_repair_cred(int err, struct span blob, void *ud)
+{
+    struct user *u = ud;
+    const uint8_t *key = act_keyset_seal_key(ens_app_keys(u->app), u->token.skid);
+    int rc = err ? err : (key ? seal_open_creds(&u->token, key, blob, &u->op.creds) : ENS_ECRYPTO);
+    if (rc) {
+        on_repair_subscribed(u, 503);
+        return;
+    }
+    user_subscribe(u, on_repair_subscribed);
+}
+
+static void on_status_overdue(struct user *u, struct rt_msg *m)
+{
+    (void)m;
+    struct store_user *rec = u->rec;
+    if (!u->persisted || (rec->sub.state != STORE_SUB_ACTIVE && rec->sub.state != STORE_SUB_STALE)) {
+        user_done(u);
+        return;
+    }
+    RT_LOG_W("ews.status", "user=%s no status from Exchange in time", u->uid);
+    if (u->has_token && device_active_count(rec) > 0) {
+        /* Self-repair first: re-create from the last watermark with the token
+         * we still hold. */
+        int rc = store_cred_get(user_store(), u->uid, rec->sub.cred_id, user_deadline(u), on_repair_cred, u);
+        if (rc == 0)
+            return;
+    }
+    rec->sub.state = STORE_SUB_STALE;
+    push_checkin(u);
+    status_timer_arm(u);
+    user_save(u, step_finish);
+}
+
+static void on_idle(struct user *u, struct rt_msg *m)
+{
+    (void)m;
+    user_done(u);
+    act_directory_remove(u->app->dir, u->uid, rt_actor_self(u->actor));
+    rt_actor_stop(u->actor);
+}
+
+/* ---- Dispatch ---- */
+
+struct user_handler {
+    uint32_t type;
+    int needs_record;
+    void (*fn)(struct user *u, struct rt_msg *m);
+};
+
+static const struct user_handler kHandlers[] = {
+    {ACT_MSG_ENROLL, 1, on_enroll},
+    {ACT_MSG_CALLBACK, 1, on_callback},
+    {ACT_MSG_PUSH_RESULT, 1, on_push_result},
+    {ACT_MSG_TIMER_STATUS, 1, on_status_overdue},
+    {ACT_MSG_TIMER_IDLE, 0, on_idle},
+};
+
+static const struct user_handler *handler_for(uint32_t type)
+{
+    for (size_t i = 0; i < sizeof(kHandlers) / sizeof(kHandlers[0]); i++) {
+        if (kHandlers[i].type == type)
+            return &kHandlers[i];
+    }
+    return NULL;
+}
+
+static void on_loaded(int err, struct store_user *rec, void *ud)
+{
+    struct user *u = ud;
+    if (err == ENS_ENOTFOUND) {
+        u->rec = store_user_new();
+        u->persisted = 0;
+    } else if (err) {
+        RT_LOG_W("user.load", "user=%s err=%s", u->uid, ens_err_name(err));
+        if (u->cur->type == ACT_MSG_CALLBACK)
+            /* Not Unsubscribe: the subscription may be fine; Exchange retries. */
+            reply_error(u, 503, "unavailable", "storage unavailable");
+        else
+            reply_error(u, 503, "unavailable", "storage unavailable; nothing was changed");
+        user_done(u);
+        return;
+    } else {
+        u->rec = rec;
+        u->persisted = 1;
+        if (rec->sub.state == STORE_SUB_ACTIVE)
+            status_timer_arm(u);
+    }
+    handler_for(u->cur->type)->fn(u, u->cur);
+}
+
+static void user_receive(struct rt_actor *a, struct rt_msg *m)
+{
+    struct user *u = rt_actor_state(a);
+    if (u->actor == NULL) {
+        u->actor = a;
+        u->status_timer = rt_timer_new(a, ACT_MSG_TIMER_STATUS);
+        u->idle_timer = rt_timer_new(a, ACT_MSG_TIMER_IDLE);
+    }
+    const struct user_handler *h = handler_for(m->type);
+    if (h == NULL) {
+        rt_msg_free(m);
+        return;
+    }
+    rt_timer_arm(u->idle_timer, ACT_USER_IDLE_MS);
+    rt_actor_suspend(a);
+    u->cur = m;
+    if (h->needs_record && u->rec == NULL) {
+        int rc = store_user_load(user_store(), u->uid, user_deadline(u), on_loaded, u);
+        if (rc)
+            on_loaded(rc, NULL, u);
+        return;
+    }
+    h->fn(u, m);
+}
+
+static void user_destroy(struct rt_actor *a)
+{
+    struct user *u = rt_actor_state(a);
+    rt_msg_free(u->cur);
+    op_reset(u);
+    rt_buf_cleanup(&u->op.creds);
+    rt_buf_cleanup(&u->op.soap);
+    rt_buf_cleanup(&u->op.blob);
+    seal_token_cleanup(&u->token);
+    store_user_free(u->rec);
+    ens_free(u);
+}
+
+static const struct rt_actor_type kUserActor = {"user", user_receive, user_destroy};
+
+int act_user_spawn(struct rt *rt, int sched, const char *uid, void *app, rt_actor_id *out)
+{
+    struct user *u = ens_calloc(1, sizeof(*u));
+    u->app = app;
+    snprintf(u->uid, sizeof(u->uid), "%s", uid);
+    op_reset(u);
+    int rc = rt_spawn(rt, sched, &kUserActor, u, out);
+    if (rc) {
+        op_reset(u);
+        rt_buf_cleanup(&u->op.creds);
+        ens_free(u);
+    }
+    return rc;
+}
