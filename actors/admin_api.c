@@ -86,7 +86,8 @@ static void tenant_create(struct ens_sched_ctx *ctx, struct h1_req *req)
         bad = "body: expected a JSON object";
     else if (name == NULL || name[0] == '\0' || strlen(name) > STORE_MAX_TENANT_NAME)
         bad = "name";
-    else if (cap == NULL || (strcmp(cap, "full") != 0 && strcmp(cap, "sender") != 0 && strcmp(cap, "none") != 0))
+    else if (cap == NULL ||
+             (strcmp(cap, "full") != 0 && strcmp(cap, "sender") != 0 && strcmp(cap, "none") != 0))
         bad = "previewCap";
     else if (allow && !cJSON_IsNull(allow)) {
         if (!cJSON_IsArray(allow) || cJSON_GetArraySize(allow) > ADMIN_MAX_ALLOW)
@@ -167,7 +168,8 @@ static void on_token_tenant(int err, struct store_tenant *t, void *ud)
     snprintf(r->token, sizeof(r->token), ADMIN_TOKEN_PREFIX "%s", rnd);
     OPENSSL_cleanse(rnd, sizeof(rnd));
     SHA256((const uint8_t *)r->token, strlen(r->token), r->hash);
-    int rc = store_apitoken_add(r->ctx->store, r->tenant, r->hash, deadline(r->ctx), on_token_added, r);
+    int rc =
+        store_apitoken_add(r->ctx->store, r->tenant, r->hash, deadline(r->ctx), on_token_added, r);
     if (rc)
         on_token_added(rc, r);
 }
@@ -202,10 +204,13 @@ static const struct metric_row kCounters[] = {
     {"ens_callbacks_total", "result=\"ok\"", "Exchange callbacks by answer", COUNTER(callbacks_ok)},
     {"ens_callbacks_total", "result=\"unsubscribe\"", NULL, COUNTER(callbacks_unsubscribe)},
     {"ens_callbacks_total", "result=\"malformed\"", NULL, COUNTER(callbacks_bad)},
-    {"ens_pushes_total", "provider=\"apns\",outcome=\"ok\"", "Pushes by provider and outcome", COUNTER(pushes_ok)},
+    {"ens_pushes_total", "provider=\"apns\",outcome=\"ok\"", "Pushes by provider and outcome",
+     COUNTER(pushes_ok)},
     {"ens_pushes_total", "provider=\"apns\",outcome=\"failed\"", NULL, COUNTER(pushes_failed)},
-    {"ens_pushes_total", "provider=\"apns\",outcome=\"unregistered\"", NULL, COUNTER(pushes_unregistered)},
-    {"ens_ews_calls_total", "outcome=\"ok\"", "Exchange Subscribe calls by outcome", COUNTER(ews_ok)},
+    {"ens_pushes_total", "provider=\"apns\",outcome=\"unregistered\"", NULL,
+     COUNTER(pushes_unregistered)},
+    {"ens_ews_calls_total", "outcome=\"ok\"", "Exchange Subscribe calls by outcome",
+     COUNTER(ews_ok)},
     {"ens_ews_calls_total", "outcome=\"failed\"", NULL, COUNTER(ews_failed)},
     {"ens_enrollments_total", "kind=\"subscribe\"", "Device API enrollments", COUNTER(subscribes)},
     {"ens_enrollments_total", "kind=\"checkin\"", NULL, COUNTER(checkins)},
@@ -224,12 +229,16 @@ static void metrics(struct ens_sched_ctx *ctx, struct h1_req *req)
         rt_buf_appendf(&b, "%s{%s} %llu\n", m->name, m->labels,
                        (unsigned long long)atomic_load_explicit(v, memory_order_relaxed));
     }
-    rt_buf_appendf(&b, "# HELP ens_actors_resident Mailbox actors in memory\n# TYPE ens_actors_resident gauge\n"
-                       "ens_actors_resident %zu\n",
-                   act_directory_count(app->dir));
-    rt_buf_appendf(&b, "# HELP ens_ready 1 when Redis is reachable and keys are loaded\n# TYPE ens_ready gauge\n"
-                       "ens_ready %d\n",
-                   ens_app_keys(app) != NULL && store_ready(ctx->store));
+    rt_buf_appendf(
+        &b,
+        "# HELP ens_actors_resident Mailbox actors in memory\n# TYPE ens_actors_resident gauge\n"
+        "ens_actors_resident %zu\n",
+        act_directory_count(app->dir));
+    rt_buf_appendf(
+        &b,
+        "# HELP ens_ready 1 when Redis is reachable and keys are loaded\n# TYPE ens_ready gauge\n"
+        "ens_ready %d\n",
+        ens_app_keys(app) != NULL && store_ready(ctx->store));
     h1_req_respond(req, 200, "text/plain; version=0.0.4", b.data, b.len, NULL, 0);
     rt_buf_cleanup(&b);
 }
@@ -261,7 +270,8 @@ void act_http_admin(struct h1_req *req, void *ud)
                memcmp(t.p + t.len - kl, kTokens, kl) == 0) {
         token_create(ctx, req, span_make(t.p + tl + 1, t.len - tl - 1 - kl));
     } else if (span_has_prefix(t, "/admin/v1/")) {
-        h1_req_respond_error(req, 501, "not_implemented", "this admin endpoint is not implemented yet");
+        h1_req_respond_error(req, 501, "not_implemented",
+                             "this admin endpoint is not implemented yet");
     } else {
         h1_req_respond_error(req, 404, "not_found", "no such endpoint");
     }

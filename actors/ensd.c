@@ -92,7 +92,8 @@ static int load_admin_token(struct ens_app *app, const char *path)
 static int derive_urls(struct ens_app *app)
 {
     const struct ens_config *cfg = app->cfg;
-    snprintf(app->base_path, sizeof(app->base_path), "%s", cfg->http.base_path ? cfg->http.base_path : "");
+    snprintf(app->base_path, sizeof(app->base_path), "%s",
+             cfg->http.base_path ? cfg->http.base_path : "");
     size_t bl = strlen(app->base_path);
     while (bl > 0 && app->base_path[bl - 1] == '/')
         app->base_path[--bl] = '\0';
@@ -107,8 +108,10 @@ static int derive_urls(struct ens_app *app)
         int wildcard = strcmp(host, "0.0.0.0") == 0 || strcmp(host, "::") == 0;
         snprintf(pub, sizeof(pub), "%s://%s:%u%s", cfg->tls.cert ? "https" : "http",
                  wildcard ? "127.0.0.1" : host, port, app->base_path);
-        RT_LOG_W("config", "http.public_url is not set: Exchange will be told to call back %s, "
-                 "which only works on this machine", pub);
+        RT_LOG_W("config",
+                 "http.public_url is not set: Exchange will be told to call back %s, "
+                 "which only works on this machine",
+                 pub);
     }
     size_t pl = strlen(pub);
     while (pl > 0 && pub[pl - 1] == '/')
@@ -197,7 +200,8 @@ static void sched_start(struct rt_sched *s, void *ud)
     if (rt_sched_index(s) == 0) {
         struct h1_server_opts ao = {.max_body = 64 * 1024};
         ctx->admin_http = h1_server_new(loop, &ao, act_http_admin, ctx);
-        rc = rt_listen(loop, cfg->listen.admin, NULL, 0, on_admin_accept, ctx, &ctx->admin_listener);
+        rc =
+            rt_listen(loop, cfg->listen.admin, NULL, 0, on_admin_accept, ctx, &ctx->admin_listener);
         if (rc) {
             fatal_start(app, "listen.admin", rc);
             return;
@@ -214,6 +218,16 @@ static void sched_start(struct rt_sched *s, void *ud)
     }
 }
 
+/* sched_finish closes the Redis connection (pending commands get
+ * ENS_ECANCELED; the actors see the store gone) and ends the loop. */
+static void sched_finish(struct ens_sched_ctx *ctx)
+{
+    struct store *st = ctx->store;
+    ctx->store = NULL;
+    store_free(st);
+    rt_sched_stopped(ctx->sched);
+}
+
 static void sched_drained(struct h1_server *srv, void *ud)
 {
     struct ens_sched_ctx *ctx = ud;
@@ -223,7 +237,7 @@ static void sched_drained(struct h1_server *srv, void *ud)
         ctx->admin_http = NULL;
     h1_server_free(srv);
     if (ctx->public_http == NULL && ctx->admin_http == NULL)
-        rt_sched_stopped(ctx->sched);
+        sched_finish(ctx);
 }
 
 static void sched_stop(struct rt_sched *s, void *ud)
@@ -240,7 +254,7 @@ static void sched_stop(struct rt_sched *s, void *ud)
         rt_listener_close(ctx->admin_listener);
     ctx->public_listener = ctx->admin_listener = NULL;
     if (ctx->public_http == NULL && ctx->admin_http == NULL) {
-        rt_sched_stopped(s);
+        sched_finish(ctx);
         return;
     }
     /* In-flight requests finish (their mailbox actors keep running meanwhile);
@@ -284,9 +298,10 @@ static void on_wake(uv_async_t *h)
 
 static void usage(FILE *f)
 {
-    fprintf(f, "usage: ensd [--config FILE] [--check-config] [--version]\n"
-               "  --config FILE    the JSON configuration (every key also from ENS_<SECTION>_<KEY>)\n"
-               "  --check-config   print the effective configuration (secrets elided) and exit\n");
+    fprintf(f,
+            "usage: ensd [--config FILE] [--check-config] [--version]\n"
+            "  --config FILE    the JSON configuration (every key also from ENS_<SECTION>_<KEY>)\n"
+            "  --check-config   print the effective configuration (secrets elided) and exit\n");
 }
 
 int main(int argc, char **argv)
@@ -332,18 +347,23 @@ int main(int argc, char **argv)
     struct ens_app *app = ens_calloc(1, sizeof(*app));
     app->cfg = &cfg;
     int created = 0;
-    int rc = seal_master_load(cfg.secrets.master_key_file, cfg.secrets.master_key, app->master, &created);
+    int rc = seal_master_load(cfg.secrets.master_key_file, cfg.secrets.master_key, app->master,
+                              &created);
     if (rc) {
-        fprintf(stderr, "ensd: cannot load the master key (secrets.master_key_file %s or "
-                        "ENS_SECRETS_MASTER_KEY): %s\n",
+        fprintf(stderr,
+                "ensd: cannot load the master key (secrets.master_key_file %s or "
+                "ENS_SECRETS_MASTER_KEY): %s\n",
                 cfg.secrets.master_key_file, ens_strerror(rc));
         return 2;
     }
     if (created)
-        RT_LOG_W("secrets", "created a new master key in %s: back it up, losing it orphans every "
-                 "enrollment", cfg.secrets.master_key_file);
+        RT_LOG_W("secrets",
+                 "created a new master key in %s: back it up, losing it orphans every "
+                 "enrollment",
+                 cfg.secrets.master_key_file);
     ens_ids_derive_keys(app->master, app->id_key, app->fp_key);
-    if (load_admin_token(app, cfg.admin.token_file) != 0 || derive_urls(app) != 0 || make_tls(app) != 0)
+    if (load_admin_token(app, cfg.admin.token_file) != 0 || derive_urls(app) != 0 ||
+        make_tls(app) != 0)
         return 2;
 
     struct main_ctx m = {.app = app};

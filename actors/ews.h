@@ -16,8 +16,8 @@
 #include "runtime/span.h"
 
 struct ews_result {
-    int err;               /* 0: HTTP 200 with a body; else ENS_EAUTH, ENS_EREMOTE, or a transport code */
-    int http_status;       /* 0 without an answer */
+    int err;         /* 0: HTTP 200 with a body; else ENS_EAUTH, ENS_EREMOTE, or a transport code */
+    int http_status; /* 0 without an answer */
     const char *api_error; /* "ews_auth_failed", "ews_unreachable", "ews_error" when err != 0 */
     struct span body;      /* the SOAP answer (borrowed for the callback) */
 };

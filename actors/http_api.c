@@ -237,7 +237,8 @@ static int enroll_build(struct enroll_req *r, const struct store_tenant *t, cJSO
     if (!str_field(dev, "id", 1, STORE_MAX_CLIENT_ID, &s))
         REFUSE("device.id");
     snprintf(d->client_id, sizeof(d->client_id), "%s", s);
-    if (!str_field(dev, "platform", 1, 7, &s) || (strcmp(s, "ios") != 0 && strcmp(s, "android") != 0))
+    if (!str_field(dev, "platform", 1, 7, &s) ||
+        (strcmp(s, "ios") != 0 && strcmp(s, "android") != 0))
         REFUSE("device.platform");
     snprintf(d->platform, sizeof(d->platform), "%s", s);
     int ios = strcmp(d->platform, "ios") == 0;
@@ -274,7 +275,8 @@ static int enroll_build(struct enroll_req *r, const struct store_tenant *t, cJSO
         }
     }
     /* The tenant's cap wins over the device's wish. */
-    if (preview_rank(t->preview_cap) >= 0 && preview_rank(t->preview_cap) < preview_rank(d->preview))
+    if (preview_rank(t->preview_cap) >= 0 &&
+        preview_rank(t->preview_cap) < preview_rank(d->preview))
         snprintf(d->preview, sizeof(d->preview), "%s", t->preview_cap);
 #undef REFUSE
     return 1;
@@ -302,9 +304,11 @@ static void enroll_with_tenant(int err, struct store_tenant *t, void *ud)
     if (rc) {
         rt_buf_cleanup_secret(&plain);
         if (rc == ENS_EUNKNOWNKID)
-            h1_req_respond_error(req, 400, "unknown_kid", "the key id is not one of ours (fetch /v1/keys again)");
+            h1_req_respond_error(req, 400, "unknown_kid",
+                                 "the key id is not one of ours (fetch /v1/keys again)");
         else
-            h1_req_respond_error(req, 400, "bad_jwe", "the body is not a JWE this server can decrypt");
+            h1_req_respond_error(req, 400, "bad_jwe",
+                                 "the body is not a JWE this server can decrypt");
         goto out;
     }
     cJSON *p = cJSON_ParseWithLength((const char *)plain.data, plain.len);
@@ -331,8 +335,9 @@ static void enroll_with_tenant(int err, struct store_tenant *t, void *ud)
     char uid[ENS_ID_CHARS + 1];
     ens_user_id(r->app->id_key, e->tenant_id, span_cstr(e->email), uid);
     ens_device_id(r->app->id_key, e->tenant_id, span_cstr(e->dev.client_id), e->dev.device_id);
-    atomic_fetch_add_explicit(r->checkin ? &r->app->counters.checkins : &r->app->counters.subscribes, 1,
-                              memory_order_relaxed);
+    atomic_fetch_add_explicit(r->checkin ? &r->app->counters.checkins
+                                         : &r->app->counters.subscribes,
+                              1, memory_order_relaxed);
     rc = act_directory_send(r->app->dir, uid, &e->hdr);
     if (rc) {
         rt_msg_free(&e->hdr);

@@ -34,7 +34,8 @@ static void keyed_id(const uint8_t key[32], const char *domain, const char *tena
     uint8_t len[4];
     size_t tl = strlen(tenant);
     HMAC_Update(&ctx, (const uint8_t *)domain, strlen(domain) + 1);
-    len[0] = (uint8_t)(tl >> 24), len[1] = (uint8_t)(tl >> 16), len[2] = (uint8_t)(tl >> 8), len[3] = (uint8_t)tl;
+    len[0] = (uint8_t)(tl >> 24), len[1] = (uint8_t)(tl >> 16), len[2] = (uint8_t)(tl >> 8),
+    len[3] = (uint8_t)tl;
     HMAC_Update(&ctx, len, 4);
     HMAC_Update(&ctx, (const uint8_t *)tenant, tl);
     for (size_t i = 0; i < value.len; i++) {

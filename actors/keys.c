@@ -72,7 +72,8 @@ static int install_key(struct keys_loader *l, struct span blob)
                 l->ks->seal_kid = kid;
         } else {
             struct jwk_key *k = jwk_key_parse(rt_buf_span(&plain));
-            if (k == NULL || k->alg != (row->kind == KEY_EC ? JWK_ALG_ECDH_ES : JWK_ALG_RSA_OAEP_256)) {
+            if (k == NULL ||
+                k->alg != (row->kind == KEY_EC ? JWK_ALG_ECDH_ES : JWK_ALG_RSA_OAEP_256)) {
                 jwk_key_free(k);
                 rc = ENS_EPARSE;
             } else if (row->kind == KEY_EC) {
@@ -99,7 +100,8 @@ static int make_key(struct keys_loader *l)
         rc = rt_buf_append(&plain, raw, sizeof(raw));
         OPENSSL_cleanse(raw, sizeof(raw));
     } else {
-        struct jwk_key *k = jwk_key_generate(row->kind == KEY_EC ? JWK_ALG_ECDH_ES : JWK_ALG_RSA_OAEP_256);
+        struct jwk_key *k =
+            jwk_key_generate(row->kind == KEY_EC ? JWK_ALG_ECDH_ES : JWK_ALG_RSA_OAEP_256);
         rc = k ? jwk_key_marshal(k, &plain) : ENS_ECRYPTO;
         jwk_key_free(k);
     }
@@ -156,8 +158,8 @@ static void on_setnx(int err, int created, void *ud)
         return;
     }
     /* Another ensd won the race: use its key. */
-    int rc = store_keys_get(l->store, kKeys[l->step].name, uv_now(store_loop(l->store)) + ENS_STORE_DEADLINE_MS,
-                            on_get, l);
+    int rc = store_keys_get(l->store, kKeys[l->step].name,
+                            uv_now(store_loop(l->store)) + ENS_STORE_DEADLINE_MS, on_get, l);
     if (rc)
         loader_fail(l, rc, "get");
 }
@@ -168,8 +170,9 @@ static void on_get(int err, struct span blob, void *ud)
     if (err == ENS_ENOTFOUND) {
         int rc = make_key(l);
         if (rc == 0)
-            rc = store_keys_setnx(l->store, kKeys[l->step].name, l->fresh.data, l->fresh.len,
-                                  uv_now(store_loop(l->store)) + ENS_STORE_DEADLINE_MS, on_setnx, l);
+            rc =
+                store_keys_setnx(l->store, kKeys[l->step].name, l->fresh.data, l->fresh.len,
+                                 uv_now(store_loop(l->store)) + ENS_STORE_DEADLINE_MS, on_setnx, l);
         if (rc)
             loader_fail(l, rc, "create");
         return;
@@ -183,7 +186,8 @@ static void on_get(int err, struct span blob, void *ud)
         /* A key that does not unwrap means the master key is not the one the
          * keys were made with: retrying cannot fix that, and making new keys
          * would orphan every enrollment. Say so loudly and keep /ready at 503. */
-        RT_LOG_E("keys.load", "key=%s does not open with this master key (err=%s): check "
+        RT_LOG_E("keys.load",
+                 "key=%s does not open with this master key (err=%s): check "
                  "secrets.master_key_file / ENS_SECRETS_MASTER_KEY",
                  kKeys[l->step].name, ens_err_name(rc));
         uv_timer_start(&l->retry, loader_retry_cb, KEYS_RETRY_MS * 30, 0);
@@ -199,8 +203,8 @@ static void loader_next(struct keys_loader *l)
         loader_publish(l);
         return;
     }
-    int rc = store_keys_get(l->store, kKeys[l->step].name, uv_now(store_loop(l->store)) + ENS_STORE_DEADLINE_MS,
-                            on_get, l);
+    int rc = store_keys_get(l->store, kKeys[l->step].name,
+                            uv_now(store_loop(l->store)) + ENS_STORE_DEADLINE_MS, on_get, l);
     if (rc)
         loader_fail(l, rc, "get");
 }

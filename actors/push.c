@@ -58,9 +58,9 @@ static void push_report(struct push_actor *pa, const struct act_push_msg *p, enu
         atomic_fetch_add_explicit(&c->pushes_unregistered, 1, memory_order_relaxed);
     else
         atomic_fetch_add_explicit(&c->pushes_failed, 1, memory_order_relaxed);
-    RT_LOG_I("push.result", "user=%s device=%s kind=%s apns_id=%s status=%d reason=%s class=%s attempt=%d",
-             p->uid, p->device_id, p->kind, p->apns_id, status, reason, apns_class_name(cls),
-             p->attempt);
+    RT_LOG_I("push.result",
+             "user=%s device=%s kind=%s apns_id=%s status=%d reason=%s class=%s attempt=%d", p->uid,
+             p->device_id, p->kind, p->apns_id, status, reason, apns_class_name(cls), p->attempt);
     struct act_push_result_msg *r = rt_msg_new(sizeof(*r), ACT_MSG_PUSH_RESULT);
     snprintf(r->device_id, sizeof(r->device_id), "%s", p->device_id);
     snprintf(r->kind, sizeof(r->kind), "%s", p->kind);
@@ -100,9 +100,10 @@ static void push_result_cb(const struct apns_result *res, void *ud)
         uint64_t delay = PUSH_BACKOFF_BASE_MS << (p->attempt - 1);
         if (delay > PUSH_BACKOFF_MAX_MS)
             delay = PUSH_BACKOFF_MAX_MS;
-        RT_LOG_W("push.retry", "user=%s device=%s status=%d reason=%s err=%s attempt=%d delay_ms=%llu",
-                 p->uid, p->device_id, res->status, res->reason ? res->reason : "",
-                 ens_err_name(res->err), p->attempt, (unsigned long long)delay);
+        RT_LOG_W("push.retry",
+                 "user=%s device=%s status=%d reason=%s err=%s attempt=%d delay_ms=%llu", p->uid,
+                 p->device_id, res->status, res->reason ? res->reason : "", ens_err_name(res->err),
+                 p->attempt, (unsigned long long)delay);
         struct push_retry *r = ens_calloc(1, sizeof(*r));
         r->pa = pa;
         r->msg = p;
@@ -111,7 +112,8 @@ static void push_result_cb(const struct apns_result *res, void *ud)
         uv_timer_start(&r->timer, retry_fire_cb, delay, 0);
         return;
     }
-    const char *reason = res->reason && res->reason[0] ? res->reason : (res->err ? ens_err_name(res->err) : "");
+    const char *reason =
+        res->reason && res->reason[0] ? res->reason : (res->err ? ens_err_name(res->err) : "");
     push_report(pa, p, res->cls, res->status, reason);
     rt_msg_free(&p->hdr);
 }
@@ -190,7 +192,9 @@ int act_push_start(struct ens_app *app, struct rt_sched *s)
             return ENS_ECONFIG;
         }
     } else {
-        RT_LOG_W("push.start", "apns.key_file, apns.team_id and apns.key_id are not all set: iOS pushes will fail");
+        RT_LOG_W(
+            "push.start",
+            "apns.key_file, apns.team_id and apns.key_id are not all set: iOS pushes will fail");
     }
     int rc = rt_spawn(app->rt, rt_sched_index(s), &kPushActor, pa, &pa->self);
     if (rc) {

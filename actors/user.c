@@ -73,6 +73,8 @@ struct user {
         struct fetched_item fetched[ACT_USER_MAX_FETCH];
         size_t n_fetched;
         int badge_changed;
+        const char *fail_code; /* static API error code of a failed subscribe */
+        const char *fail_message;
     } op;
 };
 
@@ -110,10 +112,16 @@ struct act_callback_msg *act_callback_msg_new(void)
 
 /* ---- Helpers ---- */
 
+/* user_store returns this scheduler's Redis connection, or NULL once the
+ * scheduler is shutting down; every caller treats NULL as "unavailable". */
 static struct store *user_store(void)
 {
     return ens_sched_ctx_current()->store;
 }
+
+/* STORE_CALL runs a store call when the store still exists, else yields
+ * ENS_ESTORE without calling, so shutdown never touches a freed store. */
+#define STORE_CALL(fn, ...) (user_store() ? fn(user_store(), __VA_ARGS__) : ENS_ESTORE)
 
 static uint64_t user_deadline(struct user *u)
 {
@@ -242,8 +250,8 @@ static void user_save(struct user *u, user_step_fn then)
     const char *removed[STORE_MAX_DEVICES];
     for (size_t i = 0; i < u->op.n_removed; i++)
         removed[i] = u->op.removed[i];
-    int rc = store_user_save(user_store(), u->rec, u->op.old_sub_id[0] ? u->op.old_sub_id : NULL,
-                             removed, u->op.n_removed, user_deadline(u), on_saved, u);
+    int rc = STORE_CALL(store_user_save, u->rec, u->op.old_sub_id[0] ? u->op.old_sub_id : NULL,
+                        removed, u->op.n_removed, user_deadline(u), on_saved, u);
     if (rc)
         then(u, rc);
 }
@@ -260,7 +268,7 @@ static void cred_delete(struct user *u, const char *cred_id)
     if (cred_id[0] == '\0')
         return;
     /* Best effort: an orphaned blob opens nothing without its token. */
-    store_cred_del(user_store(), u->uid, cred_id, user_deadline(u), on_cred_deleted, NULL);
+    STORE_CALL(store_cred_del, u->uid, cred_id, user_deadline(u), on_cred_deleted, NULL);
 }
 
 static void step_finish(struct user *u, int err)
@@ -364,8 +372,9 @@ static void subscribe_fail(struct user *u, int status, const char *code, const c
 {
     cred_delete(u, u->op.new_cred_id);
     RT_LOG_W("ews.subscribe", "user=%s failed: %s (%s)", u->uid, code, message);
+    u->op.fail_code = code;
+    u->op.fail_message = message;
     u->op.then(u, status);
-    (void)message;
 }
 
 static void on_subscribed_saved(struct user *u, int err);
@@ -396,10 +405,10 @@ static void on_subscribe_answer(const struct ews_result *r, void *ud)
     }
     if (rc || resp.st.cls == SOAP_EWS_ERROR || resp.subscription_id == NULL) {
         atomic_fetch_add_explicit(&c->ews_failed, 1, memory_order_relaxed);
-        char msg[160];
-        snprintf(msg, sizeof(msg), "Exchange answered %s", rc ? "something unreadable" : (resp.st.code ? resp.st.code : "an error"));
+        RT_LOG_W("ews.subscribe", "user=%s Exchange answered %s", u->uid,
+                 rc ? "something unreadable" : (resp.st.code ? resp.st.code : "an error"));
         soap_ews_subscribe_resp_cleanup(&resp);
-        subscribe_fail(u, 502, "ews_error", msg);
+        subscribe_fail(u, 502, "ews_error", "Exchange refused the subscription");
         return;
     }
     atomic_fetch_add_explicit(&c->ews_ok, 1, memory_order_relaxed);
@@ -496,8 +505,8 @@ static void user_subscribe(struct user *u, user_step_fn then)
     }
     hex_encode(u->op.token.cred_id, SEAL_CRED_ID_BYTES, u->op.new_cred_id);
     u->rec->sub.state = STORE_SUB_SUBSCRIBING;
-    rc = store_cred_put(user_store(), u->uid, u->op.new_cred_id, u->op.blob.data, u->op.blob.len,
-                        user_deadline(u), on_cred_put, u);
+    rc = STORE_CALL(store_cred_put, u->uid, u->op.new_cred_id, u->op.blob.data, u->op.blob.len,
+                    user_deadline(u), on_cred_put, u);
     if (rc) {
         u->op.new_cred_id[0] = '\0';
         then(u, 503);
@@ -550,22 +559,10 @@ static void on_enroll_subscribed(struct user *u, int status)
         enroll_answer(u, 0);
         return;
     }
-    static const struct {
-        int status;
-        const char *code, *message;
-    } kFail[] = {
-        {502, "ews_error", "Exchange could not create the subscription"},
-        {503, "unavailable", "storage or keys unavailable; nothing was changed"},
-    };
-    /* subscribe_fail passed the specific code through the log; map by status */
-    const char *code = kFail[0].code, *message = kFail[0].message;
-    for (size_t i = 0; i < sizeof(kFail) / sizeof(kFail[0]); i++) {
-        if (kFail[i].status == status) {
-            code = kFail[i].code;
-            message = kFail[i].message;
-        }
-    }
-    reply_error(u, status, code, message);
+    if (u->op.fail_code)
+        reply_error(u, status, u->op.fail_code, u->op.fail_message);
+    else
+        reply_error(u, 503, "unavailable", "storage or keys unavailable; nothing was changed");
     /* Nothing of this enrollment was written: forget the in-memory changes. */
     store_user_free(u->rec);
     u->rec = NULL;
@@ -772,7 +769,8 @@ static void callback_process(struct user *u)
     if (error_seen) {
         /* Exchange deletes a subscription after an Error notification:
          * re-create it now, while we hold the credentials. */
-        RT_LOG_W("ews.callback", "user=%s Error notification: re-creating the subscription", u->uid);
+        RT_LOG_W("ews.callback", "user=%s Error notification: re-creating the subscription",
+                 u->uid);
         rec->sub.state = STORE_SUB_LOST;
         user_subscribe(u, on_repair_subscribed);
         return;
@@ -782,7 +780,8 @@ static void callback_process(struct user *u)
     status_timer_arm(u);
     if (u->op.n_items) {
         rt_buf_reset(&u->op.soap);
-        int rc = soap_ews_getitem_build(&u->op.soap, (const char *const *)u->op.items, u->op.n_items);
+        int rc =
+            soap_ews_getitem_build(&u->op.soap, (const char *const *)u->op.items, u->op.n_items);
         if (rc == 0)
             rc = ews_call(rt_actor_loop(u->actor), u->app, rec->ews_url, rt_buf_span(&u->op.creds),
                           &u->op.soap, on_getitem, u);
@@ -807,7 +806,8 @@ static void on_callback_cred(int err, struct span blob, void *ud)
         callback_answer(u, err == ENS_ESTORE || err == ENS_ETIMEDOUT ? 0 : 1,
                         err ? "credentials unavailable" : "token does not open");
         if (err == ENS_ESTORE || err == ENS_ETIMEDOUT)
-            RT_LOG_W("ews.callback", "user=%s Redis unavailable: answered OK, events dropped", u->uid);
+            RT_LOG_W("ews.callback", "user=%s Redis unavailable: answered OK, events dropped",
+                     u->uid);
         user_done(u);
         return;
     }
@@ -842,7 +842,7 @@ static void on_callback(struct user *u, struct rt_msg *m)
         user_done(u);
         return;
     }
-    int rc = store_cred_get(user_store(), u->uid, cred_id, user_deadline(u), on_callback_cred, u);
+    int rc = STORE_CALL(store_cred_get, u->uid, cred_id, user_deadline(u), on_callback_cred, u);
     if (rc)
         on_callback_cred(rc, span_make(NULL, 0), u);
 }
@@ -891,7 +891,8 @@ static void on_status_overdue(struct user *u, struct rt_msg *m)
 {
     (void)m;
     struct store_user *rec = u->rec;
-    if (!u->persisted || (rec->sub.state != STORE_SUB_ACTIVE && rec->sub.state != STORE_SUB_STALE)) {
+    if (!u->persisted ||
+        (rec->sub.state != STORE_SUB_ACTIVE && rec->sub.state != STORE_SUB_STALE)) {
         user_done(u);
         return;
     }
@@ -899,7 +900,8 @@ static void on_status_overdue(struct user *u, struct rt_msg *m)
     if (u->has_token && device_active_count(rec) > 0) {
         /* Self-repair first: re-create from the last watermark with the token
          * we still hold. */
-        int rc = store_cred_get(user_store(), u->uid, rec->sub.cred_id, user_deadline(u), on_repair_cred, u);
+        int rc = STORE_CALL(store_cred_get, u->uid, rec->sub.cred_id, user_deadline(u),
+                            on_repair_cred, u);
         if (rc == 0)
             return;
     }
@@ -926,10 +928,8 @@ struct user_handler {
 };
 
 static const struct user_handler kHandlers[] = {
-    {ACT_MSG_ENROLL, 1, on_enroll},
-    {ACT_MSG_CALLBACK, 1, on_callback},
-    {ACT_MSG_PUSH_RESULT, 1, on_push_result},
-    {ACT_MSG_TIMER_STATUS, 1, on_status_overdue},
+    {ACT_MSG_ENROLL, 1, on_enroll},           {ACT_MSG_CALLBACK, 1, on_callback},
+    {ACT_MSG_PUSH_RESULT, 1, on_push_result}, {ACT_MSG_TIMER_STATUS, 1, on_status_overdue},
     {ACT_MSG_TIMER_IDLE, 0, on_idle},
 };
 
@@ -983,7 +983,7 @@ static void user_receive(struct rt_actor *a, struct rt_msg *m)
     rt_actor_suspend(a);
     u->cur = m;
     if (h->needs_record && u->rec == NULL) {
-        int rc = store_user_load(user_store(), u->uid, user_deadline(u), on_loaded, u);
+        int rc = STORE_CALL(store_user_load, u->uid, user_deadline(u), on_loaded, u);
         if (rc)
             on_loaded(rc, NULL, u);
         return;

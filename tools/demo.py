@@ -105,7 +105,7 @@ def main():
         pushes = stack.wait_pushes(1)
         push = pushes[-1]
         step("The simulated Apple received the push")
-        detail("%s %s" % (push.get("method", "POST"), push.get("path")))
+        detail("POST %s" % push["headers"].get(":path"))
         for h in ("apns-push-type", "apns-priority", "apns-topic", "apns-id"):
             if h in push.get("headers", {}):
                 detail("%s: %s" % (h, push["headers"][h]))

@@ -1,0 +1,186 @@
+#!/usr/bin/python3
+"""End to end on real protocols: a real redis-server, the Exchange and APNs
+simulators, and ensd, all on loopback.
+
+Usage: e2e_test.py ENSD_BINARY WORKDIR"""
+import json
+import os
+import shutil
+import subprocess
+import sys
+import time
+import unittest
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(HERE)), "tools"))
+import ensstack  # noqa: E402
+
+ENSD = None
+WORK = None
+CANARY = "Canary-Pa55word-7f3e91"  # must never be seen in Redis or the logs
+EMAIL = "alice@contoso.com"
+
+
+class EndToEnd(unittest.TestCase):
+    @classmethod
+    def setUpClass(cls):
+        if os.path.isdir(WORK):
+            shutil.rmtree(WORK)
+        cls.s = ensstack.Stack(WORK, ENSD)
+        cls.s.start()
+        cls.tenant, cls.token = cls.s.create_tenant("Contoso")
+        cls.s.ews_control("POST", "/mailboxes", {"email": EMAIL, "password": CANARY})
+
+    @classmethod
+    def tearDownClass(cls):
+        cls.s.stop()
+
+    def enroll(self, **kw):
+        payload = self.s.enrollment(EMAIL, CANARY, **kw)
+        return self.s.subscribe(self.token, payload)
+
+    def ews_ops(self, op):
+        return [r for r in self.s.ews_control("GET", "/requests") if r.get("op") == op]
+
+    def deliver(self, subject, sender="Bob Jones"):
+        return self.s.ews_control("POST", "/deliver", {"email": EMAIL, "fromName": sender,
+                                                       "fromEmail": "bob@fabrikam.com",
+                                                       "subject": subject})
+
+    def test_1_notification_flow_restart_and_secrets(self):
+        s = self.s
+        st, resp = self.enroll()
+        self.assertEqual(st, 200, resp)
+        self.assertEqual(resp["subscription"], {"state": "active"})
+        uid, did = resp["userId"], resp["deviceId"]
+        self.assertTrue(resp["deviceKey"])
+        subs = s.ews_control("GET", "/subscriptions?email=" + EMAIL)
+        self.assertEqual(len(subs), 1)
+        url = subs[0]["url"]
+        self.assertTrue(url.startswith("https://127.0.0.1:%d/api/ens/v1/ews/" % s.ports["public"]))
+        self.assertLess(len(url), 2083)
+        self.assertNotIn(CANARY, url)
+        # Every Exchange request identifies us.
+        for r in s.ews_control("GET", "/requests"):
+            self.assertTrue(r["userAgent"].startswith("MailNotificationService/"), r)
+
+        # Idempotent: the same enrollment again asks nothing of Exchange and
+        # gives the same ids, without a second deviceKey.
+        n_sub = len(self.ews_ops("Subscribe"))
+        st, again = self.enroll()
+        self.assertEqual(st, 200, again)
+        self.assertEqual((again["userId"], again["deviceId"]), (uid, did))
+        self.assertNotIn("deviceKey", again)
+        self.assertEqual(len(self.ews_ops("Subscribe")), n_sub)
+
+        # A new mail becomes exactly this push.
+        self.deliver("Lunch on Friday?")
+        push = s.wait_pushes(1)[0]
+        self.assertEqual(push["headers"][":path"], "/3/device/" + "ab" * 32)
+        self.assertEqual(push["headers"][":method"], "POST")
+        h = push["headers"]
+        self.assertEqual(h["apns-push-type"], "alert")
+        self.assertEqual(h["apns-priority"], "10")
+        self.assertEqual(h["apns-topic"], "com.example.mail")
+        self.assertEqual(push["payload"], {
+            "aps": {"alert": {"title": "Bob Jones", "body": "Lunch on Friday?"}, "badge": 1,
+                    "sound": "default", "mutable-content": 1, "thread-id": uid},
+            "ens": {"type": "new-mail", "userId": uid}})
+
+        # ensd stops cleanly on SIGTERM, within 5 s.
+        code, took = s.stop_ensd()
+        self.assertEqual(code, 0)
+        self.assertLess(took, 5.0)
+
+        # While it is down, mail arrives; after the restart the same callback
+        # URL still opens and the next mail is pushed.
+        s.start_ensd()
+        self.deliver("Second mail", sender="Carol")
+        pushes = s.wait_pushes(2, timeout=90)  # Exchange retries after 30 s at worst
+        titles = [p["payload"]["aps"]["alert"]["title"] for p in pushes]
+        self.assertIn("Carol", titles)
+        second = next(p for p in pushes if p["payload"]["aps"]["alert"]["title"] == "Carol")
+        self.assertEqual(second["payload"]["aps"]["alert"]["body"], "Second mail")
+        self.assertEqual(second["payload"]["aps"]["badge"], 2)
+        self.assertEqual(len(s.ews_control("GET", "/subscriptions?email=" + EMAIL)), 1)
+
+        # The password is nowhere in Redis (live values and the AOF) nor in any log.
+        s.redis_cli("BGREWRITEAOF")
+        time.sleep(1.0)
+        keys = [k for k in s.redis_cli("--raw", "KEYS", "*").split("\n") if k]
+        self.assertTrue(any(k.endswith(":cred:" + k.rsplit(":", 1)[-1]) for k in keys if ":cred:" in k))
+        values = [subprocess.run(["redis-cli", "-p", str(s.ports["redis"]), "--raw", "DUMP", k],
+                                 capture_output=True).stdout for k in keys]
+        self.assertTrue(values)
+        for v in values:
+            self.assertNotIn(CANARY.encode(), v)
+        blobs = b""
+        for root, _, files in os.walk(os.path.join(WORK, "redis")):
+            for f in files:
+                with open(os.path.join(root, f), "rb") as fh:
+                    blobs += fh.read()
+        self.assertIn(b"ens:", blobs)  # the AOF really holds our data
+        self.assertNotIn(CANARY.encode(), blobs)
+        for name in ("ensd",):
+            with open(os.path.join(WORK, name + ".log"), "rb") as fh:
+                log = fh.read()
+            self.assertNotIn(CANARY.encode(), log)
+            self.assertNotIn(url.rsplit("/", 1)[1].encode(), log)  # nor the callback token
+
+    def test_2_device_api_errors(self):
+        s = self.s
+        payload = s.enrollment(EMAIL, CANARY)
+        st, body = s.subscribe("ens_not-a-token", payload)
+        self.assertEqual((st, body["error"]), (401, "unauthorized"))
+        st, b, _ = s.public("POST", "/v1/subscribe", b"not a jwe", {
+            "Authorization": "Bearer " + self.token, "Content-Type": "application/jose"})
+        self.assertEqual((st, json.loads(b)["error"]), (400, "bad_jwe"))
+        st, body = s.subscribe(self.token, s.enrollment(EMAIL, CANARY, iat=int(time.time()) - 3600))
+        self.assertEqual((st, body["error"]), (400, "stale_request"))
+        bad = s.enrollment(EMAIL, CANARY)
+        bad["device"]["platform"] = "symbian"
+        st, body = s.subscribe(self.token, bad)
+        self.assertEqual((st, body["error"]), (422, "invalid_field"))
+        self.assertIn("device.platform", body["message"])
+        # RSA-OAEP-256 with A128GCM is accepted too (and reaches validation).
+        st, body = s.subscribe(self.token, bad, alg="RSA-OAEP-256", enc="A128GCM")
+        self.assertEqual((st, body["error"]), (422, "invalid_field"))
+        # Exchange refuses a wrong password: 502 ews_auth_failed.
+        s.ews_control("POST", "/mailboxes", {"email": "mallory@contoso.com", "password": "right"})
+        st, body = s.subscribe(self.token, s.enrollment("mallory@contoso.com", "wrong"))
+        self.assertEqual((st, body["error"]), (502, "ews_auth_failed"))
+        # No error answer echoes the credentials.
+        self.assertNotIn("wrong", json.dumps(body))
+        st, b, _ = s.public("GET", "/nope")
+        self.assertEqual(st, 404)
+        st, b, _ = s.public("GET", "/alive")
+        self.assertEqual(st, 200)
+        self.assertEqual(json.loads(b)["status"], "ok")
+
+    def test_3_callbacks_that_do_not_open_get_unsubscribe(self):
+        s = self.s
+        soap = open(os.path.join(HERE, "..", "data", "soap", "notification_soap11.xml"), "rb").read() \
+            if os.path.exists(os.path.join(HERE, "..", "data", "soap", "notification_soap11.xml")) else None
+        if soap is None:
+            soap = (b'<?xml version="1.0"?><soap11:Envelope xmlns:soap11="http://schemas.xmlsoap.org/soap/envelope/">'
+                    b'<soap11:Body><m:SendNotification xmlns:m="http://schemas.microsoft.com/exchange/services/2006/messages" '
+                    b'xmlns:t="http://schemas.microsoft.com/exchange/services/2006/types"><m:ResponseMessages>'
+                    b'<m:SendNotificationResponseMessage ResponseClass="Success"><m:ResponseCode>NoError</m:ResponseCode>'
+                    b'<m:Notification><t:SubscriptionId>x</t:SubscriptionId><t:PreviousWatermark>w</t:PreviousWatermark>'
+                    b'<t:MoreEvents>false</t:MoreEvents><t:StatusEvent><t:Watermark>w2</t:Watermark></t:StatusEvent>'
+                    b'</m:Notification></m:SendNotificationResponseMessage></m:ResponseMessages></m:SendNotification>'
+                    b'</soap11:Body></soap11:Envelope>')
+        hdr = {"Content-Type": "text/xml; charset=utf-8"}
+        # A token that does not parse, and a well-formed one that opens nothing.
+        for tok in ("garbage", "A" * 82):
+            st, b, _ = s.public("POST", "/v1/ews/" + tok, soap, hdr)
+            self.assertEqual(st, 200)
+            self.assertIn(b"<m:SubscriptionStatus>Unsubscribe</m:SubscriptionStatus>", b)
+            self.assertLess(len(b), 1024)
+        st, b, _ = s.public("POST", "/v1/ews/garbage", b"<not-soap", hdr)
+        self.assertIn(st, (200, 400))  # a bad token is refused before the body matters
+
+
+if __name__ == "__main__":
+    ENSD, WORK = sys.argv[1], sys.argv[2]
+    unittest.main(argv=[sys.argv[0], "-v"])
