@@ -802,12 +802,16 @@ static void on_callback_cred(int err, struct span blob, void *ud)
     struct act_callback_msg *c = (struct act_callback_msg *)u->cur;
     const uint8_t *key = act_keyset_seal_key(ens_app_keys(u->app), c->token.skid);
     int rc = err ? err : (key ? seal_open_creds(&c->token, key, blob, &u->op.creds) : ENS_ECRYPTO);
+    if (err == ENS_ESTORE || err == ENS_ETIMEDOUT || err == ENS_ECANCELED) {
+        /* Not Unsubscribe (the subscription is fine) and not OK (the events
+         * would be lost): Exchange resends the same notification later. */
+        RT_LOG_W("ews.callback", "user=%s Redis unavailable: asking Exchange to retry", u->uid);
+        reply_error(u, 503, "unavailable", "storage unavailable");
+        user_done(u);
+        return;
+    }
     if (rc) {
-        callback_answer(u, err == ENS_ESTORE || err == ENS_ETIMEDOUT ? 0 : 1,
-                        err ? "credentials unavailable" : "token does not open");
-        if (err == ENS_ESTORE || err == ENS_ETIMEDOUT)
-            RT_LOG_W("ews.callback", "user=%s Redis unavailable: answered OK, events dropped",
-                     u->uid);
+        callback_answer(u, 1, err ? "credentials gone" : "token does not open");
         user_done(u);
         return;
     }

@@ -146,7 +146,7 @@ static int decode_tenant(const char *id, const redisReply *r, struct store_tenan
     memcpy(t->id, id, sizeof(t->id));
     char ct[24];
     struct span sct;
-    uint64_t v;
+    uint64_t v = 0;
     int ok = reply_copy(r->element[0], t->name, sizeof(t->name)) &&
              reply_copy(r->element[1], t->preview_cap, sizeof(t->preview_cap)) &&
              in_set(t->preview_cap, kPreviewCaps) && reply_copy(r->element[3], ct, sizeof(ct));
