@@ -12,6 +12,8 @@
 #include "actors/http_api.h"
 #include "actors/ids.h"
 #include "actors/keys.h"
+#include "actors/msgs.h"
+#include "actors/user.h"
 #include "persistence/store_admin.h"
 #include "protocols/h1_server.h"
 #include "runtime/alloc.h"
@@ -19,9 +21,10 @@
 #include "runtime/err.h"
 #include "runtime/log.h"
 
-#define ADMIN_TOKEN_PREFIX "ens_"
-#define ADMIN_MAX_METRICS  (64 * 1024)
-#define ADMIN_MAX_ALLOW    64
+#define ADMIN_TOKEN_PREFIX    "ens_"
+#define ADMIN_MAX_METRICS     (64 * 1024)
+#define ADMIN_MAX_ALLOW       64
+#define ADMIN_MAX_TENANT_SCAN 256 /* tenants searched for an address without ?tenant= */
 
 static uint64_t deadline(struct ens_sched_ctx *ctx)
 {
@@ -189,6 +192,188 @@ static void token_create(struct ens_sched_ctx *ctx, struct h1_req *req, struct s
         on_token_tenant(rc, NULL, r);
 }
 
+/* ---- Mailboxes and devices ---- */
+
+/* A look-up that ends in a message to a mailbox actor. */
+struct lookup_req {
+    struct h1_req *req;
+    struct ens_sched_ctx *ctx;
+    struct rt_msg *msg; /* an act_inspect_msg or act_device_msg, sent once the mailbox is known */
+    struct act_reply_to *reply;
+    char email[STORE_MAX_EMAIL + 1];
+    char tenants[ADMIN_MAX_TENANT_SCAN][STORE_ID_CHARS + 1];
+    size_t n_tenants, next_tenant;
+};
+
+static void lookup_fail(struct lookup_req *r, int status, const char *code, const char *message)
+{
+    h1_req_respond_error(r->req, status, code, message);
+    rt_msg_free(r->msg);
+    ens_free(r);
+}
+
+static void lookup_send(struct lookup_req *r, const char *uid)
+{
+    r->reply->req = r->req;
+    r->reply->responder = r->ctx->responder;
+    int rc = act_directory_send(r->ctx->app->dir, uid, r->msg);
+    if (rc) {
+        lookup_fail(r, 503, "unavailable", "the server is overloaded or stopping");
+        return;
+    }
+    ens_free(r);
+}
+
+static void on_uid(int err, const char *uid, void *ud)
+{
+    struct lookup_req *r = ud;
+    if (err == 0) {
+        lookup_send(r, uid);
+        return;
+    }
+    if (err != ENS_ENOTFOUND) {
+        lookup_fail(r, 503, "unavailable", "storage unavailable");
+        return;
+    }
+    /* by address: try the next tenant */
+    if (r->email[0] && r->next_tenant < r->n_tenants) {
+        const char *t = r->tenants[r->next_tenant++];
+        int rc = store_user_find_by_email(r->ctx->store, t, r->email, deadline(r->ctx), on_uid, r);
+        if (rc)
+            on_uid(rc, NULL, r);
+        return;
+    }
+    lookup_fail(r, 404, "not_found", r->email[0] ? "no mailbox with that address" : "unknown id");
+}
+
+static void on_tenants(int err, const char *const *ids, size_t n, void *ud)
+{
+    struct lookup_req *r = ud;
+    if (err) {
+        lookup_fail(r, 503, "unavailable", "storage unavailable");
+        return;
+    }
+    for (size_t i = 0; i < n && r->n_tenants < ADMIN_MAX_TENANT_SCAN; i++)
+        snprintf(r->tenants[r->n_tenants++], sizeof(r->tenants[0]), "%s", ids[i]);
+    on_uid(ENS_ENOTFOUND, NULL, r);
+}
+
+static struct lookup_req *lookup_new(struct ens_sched_ctx *ctx, struct h1_req *req,
+                                     struct rt_msg *msg, struct act_reply_to *reply)
+{
+    struct lookup_req *r = ens_calloc(1, sizeof(*r));
+    r->req = req;
+    r->ctx = ctx;
+    r->msg = msg;
+    r->reply = reply;
+    return r;
+}
+
+static int id_ok(struct span id)
+{
+    if (id.len != STORE_ID_CHARS)
+        return 0;
+    for (size_t i = 0; i < id.len; i++) {
+        uint8_t c = id.p[i];
+        if (!((c >= 'A' && c <= 'Z') || (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') ||
+              c == '-' || c == '_'))
+            return 0;
+    }
+    return 1;
+}
+
+/* query_param finds "name=" in a query string and percent-decodes its value
+ * into |out|; 0 when absent, malformed or too long. */
+static int query_param(struct span q, const char *name, char *out, size_t cap)
+{
+    size_t nl = strlen(name);
+    size_t i = 0;
+    while (i < q.len) {
+        size_t end = i;
+        while (end < q.len && q.p[end] != '&')
+            end++;
+        if (end - i > nl && memcmp(q.p + i, name, nl) == 0 && q.p[i + nl] == '=') {
+            size_t o = 0;
+            for (size_t k = i + nl + 1; k < end; k++) {
+                uint8_t c = q.p[k];
+                if (c == '%') {
+                    static const char kHex[] = "0123456789abcdef0123456789ABCDEF";
+                    if (k + 2 >= end) /* both hex digits must be inside the value */
+                        return 0;
+                    const char *h1 = memchr(kHex, q.p[k + 1], 32),
+                               *h2 = memchr(kHex, q.p[k + 2], 32);
+                    if (h1 == NULL || h2 == NULL)
+                        return 0;
+                    c = (uint8_t)((((h1 - kHex) & 15) << 4) | ((h2 - kHex) & 15));
+                    k += 2;
+                } else if (c == '+') {
+                    c = ' ';
+                }
+                if (c < 0x20 || o + 1 >= cap)
+                    return 0;
+                out[o++] = (char)c;
+            }
+            out[o] = '\0';
+            return o > 0;
+        }
+        i = end + 1;
+    }
+    return 0;
+}
+
+static void users_get(struct ens_sched_ctx *ctx, struct h1_req *req, struct span id,
+                      struct span query)
+{
+    struct act_inspect_msg *m = rt_msg_new(sizeof(*m), ACT_MSG_INSPECT);
+    if (id.len) {
+        if (!id_ok(id)) {
+            rt_msg_free(&m->hdr);
+            h1_req_respond_error(req, 404, "not_found", "unknown id");
+            return;
+        }
+        char uid[STORE_ID_CHARS + 1];
+        memcpy(uid, id.p, id.len);
+        uid[id.len] = '\0';
+        lookup_send(lookup_new(ctx, req, &m->hdr, &m->reply), uid);
+        return;
+    }
+    struct lookup_req *r = lookup_new(ctx, req, &m->hdr, &m->reply);
+    char tenant[STORE_ID_CHARS + 2];
+    if (!query_param(query, "email", r->email, sizeof(r->email)) || strchr(r->email, '@') == NULL) {
+        lookup_fail(r, 422, "invalid_field", "email");
+        return;
+    }
+    if (query_param(query, "tenant", tenant, sizeof(tenant))) {
+        if (!id_ok(span_cstr(tenant))) {
+            lookup_fail(r, 404, "not_found", "unknown tenant");
+            return;
+        }
+        memcpy(r->tenants[0], tenant, STORE_ID_CHARS + 1);
+        r->n_tenants = 1;
+        on_uid(ENS_ENOTFOUND, NULL, r);
+        return;
+    }
+    int rc = store_tenant_list(ctx->store, deadline(ctx), on_tenants, r);
+    if (rc)
+        on_tenants(rc, NULL, 0, r);
+}
+
+static void device_op(struct ens_sched_ctx *ctx, struct h1_req *req, struct span id,
+                      enum act_device_op op)
+{
+    if (!id_ok(id)) {
+        h1_req_respond_error(req, 404, "not_found", "unknown device");
+        return;
+    }
+    struct act_device_msg *m = rt_msg_new(sizeof(*m), ACT_MSG_DEVICE_OP);
+    m->op = op;
+    memcpy(m->device_id, id.p, id.len);
+    struct lookup_req *r = lookup_new(ctx, req, &m->hdr, &m->reply);
+    int rc = store_user_find_by_device(ctx->store, m->device_id, deadline(ctx), on_uid, r);
+    if (rc)
+        on_uid(rc == ENS_EINVAL ? ENS_ENOTFOUND : rc, NULL, r);
+}
+
 /* ---- GET /metrics ---- */
 
 struct metric_row {
@@ -250,20 +435,43 @@ void act_http_admin(struct h1_req *req, void *ud)
         h1_req_respond_error(req, 401, "unauthorized", "missing or wrong admin token");
         return;
     }
-    struct span t = h1_req_target(req);
+    struct span t = h1_req_target(req), query = span_make(NULL, 0);
     for (size_t i = 0; i < t.len; i++) {
         if (t.p[i] == '?') {
+            query = span_make(t.p + i + 1, t.len - i - 1);
             t.len = i;
             break;
         }
     }
     const char *method = h1_req_method(req);
     int get = strcmp(method, "GET") == 0, post = strcmp(method, "POST") == 0;
+    int del = strcmp(method, "DELETE") == 0;
+    static const char kUsers[] = "/admin/v1/users", kDevices[] = "/admin/v1/devices/";
+    size_t ul = sizeof(kUsers) - 1, dl = sizeof(kDevices) - 1;
     static const char kTenants[] = "/admin/v1/tenants";
     static const char kTokens[] = "/tokens";
     size_t tl = sizeof(kTenants) - 1, kl = sizeof(kTokens) - 1;
     if (span_eq(t, "/metrics") && get) {
         metrics(ctx, req);
+    } else if (get && span_eq(t, kUsers)) {
+        users_get(ctx, req, span_make(NULL, 0), query);
+    } else if (get && t.len > ul + 1 && memcmp(t.p, kUsers, ul) == 0 && t.p[ul] == '/') {
+        users_get(ctx, req, span_make(t.p + ul + 1, t.len - ul - 1), query);
+    } else if (t.len > dl && memcmp(t.p, kDevices, dl) == 0 && (post || del)) {
+        struct span rest = span_make(t.p + dl, t.len - dl);
+        size_t slash = 0;
+        while (slash < rest.len && rest.p[slash] != '/')
+            slash++;
+        struct span id = span_make(rest.p, slash);
+        struct span verb = span_make(rest.p + slash, rest.len - slash);
+        if (del && verb.len == 0)
+            device_op(ctx, req, id, ACT_DEVICE_REMOVE);
+        else if (post && span_eq(verb, "/block"))
+            device_op(ctx, req, id, ACT_DEVICE_BLOCK);
+        else if (post && span_eq(verb, "/unblock"))
+            device_op(ctx, req, id, ACT_DEVICE_UNBLOCK);
+        else
+            h1_req_respond_error(req, 404, "not_found", "no such endpoint");
     } else if (span_eq(t, kTenants) && post) {
         tenant_create(ctx, req);
     } else if (post && t.len > tl + 1 + kl && memcmp(t.p, kTenants, tl) == 0 && t.p[tl] == '/' &&

@@ -17,6 +17,7 @@
 #include "actors/ews.h"
 #include "actors/ids.h"
 #include "actors/keys.h"
+#include "actors/msgs.h"
 #include "actors/user.h"
 #include "persistence/store_admin.h"
 #include "protocols/apns.h"
@@ -389,6 +390,95 @@ static void handle_enroll(struct ens_sched_ctx *ctx, struct h1_req *req, int che
         enroll_with_token(rc == ENS_ENOTFOUND ? ENS_ESTORE : rc, NULL, r);
 }
 
+/* ---- Unsubscribe (API.md 1.3) ---- */
+
+struct unsub_req {
+    struct h1_req *req;
+    struct ens_app *app;
+    struct act_device_msg *msg;
+};
+
+static void unsub_fail(struct unsub_req *r, int status, const char *code, const char *message)
+{
+    h1_req_respond_error(r->req, status, code, message);
+    rt_msg_free(&r->msg->hdr);
+    ens_free(r);
+}
+
+static void unsub_with_uid(int err, const char *uid, void *ud)
+{
+    struct unsub_req *r = ud;
+    if (err) {
+        if (err == ENS_ENOTFOUND)
+            unsub_fail(r, 404, "not_found", "unknown device");
+        else
+            unsub_fail(r, 503, "unavailable", "storage unavailable");
+        return;
+    }
+    r->msg->reply = reply_to(r->req);
+    int rc = act_directory_send(r->app->dir, uid, &r->msg->hdr);
+    if (rc) {
+        unsub_fail(r, 503, "unavailable", "the server is overloaded or stopping");
+        return;
+    }
+    ens_free(r);
+}
+
+static void unsub_with_token(int err, const char *tenant_id, void *ud)
+{
+    struct unsub_req *r = ud;
+    if (err) {
+        if (err == ENS_ENOTFOUND)
+            unsub_fail(r, 401, "unauthorized", "unknown API token");
+        else
+            unsub_fail(r, 503, "unavailable", "storage unavailable");
+        return;
+    }
+    snprintf(r->msg->tenant_id, sizeof(r->msg->tenant_id), "%s", tenant_id);
+    int rc = store_user_find_by_device(ens_sched_ctx_current()->store, r->msg->device_id,
+                                       deadline(), unsub_with_uid, r);
+    if (rc)
+        unsub_with_uid(rc == ENS_EINVAL ? ENS_ENOTFOUND : rc, NULL, r);
+}
+
+static void handle_unsubscribe(struct ens_sched_ctx *ctx, struct h1_req *req)
+{
+    struct span tok;
+    if (!bearer_token(req, &tok)) {
+        h1_req_respond_error(req, 401, "unauthorized", "missing or malformed API token");
+        return;
+    }
+    struct span body = h1_req_body(req);
+    cJSON *j = cJSON_ParseWithLength((const char *)body.p, body.len);
+    const char *dev = NULL, *key = NULL;
+    if (!cJSON_IsObject(j)) {
+        cJSON_Delete(j);
+        h1_req_respond_error(req, 400, "bad_request", "the body is not a JSON object");
+        return;
+    }
+    int ok_dev = str_field(j, "deviceId", STORE_ID_CHARS, STORE_ID_CHARS, &dev);
+    int ok_key = str_field(j, "deviceKey", 1, 128, &key);
+    if (!ok_dev || !ok_key) {
+        cJSON_Delete(j);
+        h1_req_respond_error(req, 422, "invalid_field", !ok_dev ? "deviceId" : "deviceKey");
+        return;
+    }
+    struct unsub_req *r = ens_calloc(1, sizeof(*r));
+    r->req = req;
+    r->app = ctx->app;
+    r->msg = rt_msg_new(sizeof(*r->msg), ACT_MSG_DEVICE_OP);
+    r->msg->op = ACT_DEVICE_UNSUBSCRIBE;
+    snprintf(r->msg->device_id, sizeof(r->msg->device_id), "%s", dev);
+    ens_sha256_hex(span_cstr(key), r->msg->key_hash);
+    OPENSSL_cleanse((void *)key, strlen(key));
+    cJSON_Delete(j);
+    uint8_t hash[32];
+    SHA256(tok.p, tok.len, hash);
+    int rc = store_apitoken_lookup(ctx->store, hash, deadline(), unsub_with_token, r);
+    if (rc)
+        unsub_with_token(ENS_ESTORE, NULL, r);
+}
+
 /* ---- The Exchange callback ---- */
 
 static void respond_soap(struct h1_req *req, int unsubscribe)
@@ -480,7 +570,7 @@ void act_http_public(struct h1_req *req, void *ud)
     } else if (path_is(rest, "/v1/checkin") && post) {
         handle_enroll(ctx, req, 1);
     } else if (path_is(rest, "/v1/unsubscribe") && post) {
-        h1_req_respond_error(req, 501, "not_implemented", "unsubscribe is not implemented yet");
+        handle_unsubscribe(ctx, req);
     } else if (span_has_prefix(rest, "/v1/ews/") && post) {
         handle_callback(ctx, req, span_make(rest.p + 8, rest.len - 8));
     } else if (path_is(rest, "/alive") || path_is(rest, "/ready") || path_is(rest, "/v1/keys") ||

@@ -5,13 +5,13 @@
 enum act_msg_type {
     ACT_MSG_REPLY = 100,  /* responder: answer an HTTP request */
     ACT_MSG_ENROLL,       /* user: subscribe or check-in */
-    ACT_MSG_UNSUBSCRIBE,  /* user: remove one device */
     ACT_MSG_CALLBACK,     /* user: an Exchange SendNotification */
     ACT_MSG_PUSH,         /* push: send one notification */
     ACT_MSG_PUSH_RESULT,  /* user: how a push went */
     ACT_MSG_TIMER_STATUS, /* user: the status event is overdue */
     ACT_MSG_TIMER_IDLE,   /* user: idle long enough to hibernate */
     ACT_MSG_INSPECT,      /* user: admin inspection of live state */
+    ACT_MSG_DEVICE_OP,    /* user: unsubscribe, block, unblock or remove a device */
 };
 
 #endif

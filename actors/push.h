@@ -13,8 +13,9 @@
 #include "protocols/apns.h"
 
 #define ACT_PUSH_MAX_ATTEMPTS 5
-#define ACT_PUSH_TTL_MS       (15 * 60 * 1000) /* a new-mail alert older than this is not worth sending \
-                                                */
+#define ACT_PUSH_TTL_MS                                                                            \
+    (15 * 60 * 1000) /* a new-mail alert older than this is not worth sending                      \
+                      */
 
 struct act_push_msg {
     struct rt_msg hdr;

@@ -47,6 +47,29 @@ struct act_callback_msg {
     struct soap_notification_batch batch;
 };
 
+/* ACT_MSG_DEVICE_OP: what to do to one device of the mailbox. */
+enum act_device_op {
+    ACT_DEVICE_UNSUBSCRIBE, /* the device itself, proving it holds its deviceKey */
+    ACT_DEVICE_BLOCK,       /* an operator: no pushes, no re-registration */
+    ACT_DEVICE_UNBLOCK,
+    ACT_DEVICE_REMOVE, /* an operator: forget it without its cooperation */
+};
+
+struct act_device_msg {
+    struct rt_msg hdr;
+    struct act_reply_to reply;
+    enum act_device_op op;
+    char device_id[STORE_ID_CHARS + 1];
+    char tenant_id[STORE_ID_CHARS + 1];      /* UNSUBSCRIBE: the API token's tenant */
+    char key_hash[STORE_KEY_HASH_CHARS + 1]; /* UNSUBSCRIBE: SHA-256 of the presented key */
+};
+
+/* ACT_MSG_INSPECT: answer the mailbox's live state (API.md 4). */
+struct act_inspect_msg {
+    struct rt_msg hdr;
+    struct act_reply_to reply;
+};
+
 struct act_enroll_msg *act_enroll_msg_new(void);
 struct act_callback_msg *act_callback_msg_new(void);
 

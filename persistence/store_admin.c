@@ -17,6 +17,7 @@ struct admin_req {
     store_tenant_cb tenant_cb;
     store_blob_cb blob_cb;
     store_created_cb created_cb;
+    store_list_cb list_cb;
     void *ud;
     int ncmds;
     char id[STORE_ID_CHARS + 1];
@@ -193,6 +194,36 @@ int store_tenant_get(struct store *s, const char *tenant_id, uint64_t deadline_m
     q->tenant_cb = cb;
     memcpy(q->id, tenant_id, sizeof(q->id));
     int rc = store_cmdargv(s, 6, argv, NULL, deadline_ms, on_tenant, q);
+    if (rc)
+        ens_free(q);
+    return rc;
+}
+
+static void on_tenant_list(int err, redisReply *r, void *ud)
+{
+    struct admin_req *q = ud;
+    const char *ids[STORE_MAX_TENANTS];
+    size_t n = 0;
+    if (err == 0 && r->type != REDIS_REPLY_ARRAY)
+        err = ENS_EPARSE;
+    for (size_t i = 0; err == 0 && i < r->elements && n < STORE_MAX_TENANTS; i++) {
+        const redisReply *e = r->element[i];
+        /* ids are ours, but Redis is still outside the process: keep only valid ones */
+        if (e->type == REDIS_REPLY_STRING && e->len == STORE_ID_CHARS && store_id_valid(e->str))
+            ids[n++] = e->str;
+    }
+    q->list_cb(err, ids, n, q->ud);
+    ens_free(q);
+}
+
+int store_tenant_list(struct store *s, uint64_t deadline_ms, store_list_cb cb, void *ud)
+{
+    if (cb == NULL)
+        return ENS_EINVAL;
+    const char *argv[] = {"SMEMBERS", "ens:tenants"};
+    struct admin_req *q = areq_new(ud);
+    q->list_cb = cb;
+    int rc = store_cmdargv(s, 2, argv, NULL, deadline_ms, on_tenant_list, q);
     if (rc)
         ens_free(q);
     return rc;

@@ -48,6 +48,12 @@ int store_tenant_create(struct store *s, const char *name, const char *preview_c
 
 /* store_tenant_get reads a tenant; the callback owns |t| (store_tenant_free).
  * ENS_ENOTFOUND when absent, ENS_EPARSE when the record is damaged. */
+/* store_tenant_list lists the tenant ids (at most STORE_MAX_TENANTS, in no
+ * order). |ids| is borrowed for the duration of the callback. */
+#define STORE_MAX_TENANTS 4096
+typedef void (*store_list_cb)(int err, const char *const *ids, size_t n, void *ud);
+int store_tenant_list(struct store *s, uint64_t deadline_ms, store_list_cb cb, void *ud);
+
 int store_tenant_get(struct store *s, const char *tenant_id, uint64_t deadline_ms,
                      store_tenant_cb cb, void *ud);
 

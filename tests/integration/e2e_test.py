@@ -17,6 +17,7 @@ import ensstack  # noqa: E402
 
 ENSD = None
 WORK = None
+ENSCTL = None
 CANARY = "Canary-Pa55word-7f3e91"  # must never be seen in Redis or the logs
 EMAIL = "alice@contoso.com"
 
@@ -181,6 +182,96 @@ class EndToEnd(unittest.TestCase):
         self.assertIn(st, (200, 400))  # a bad token is refused before the body matters
 
 
+    def test_4_admin_inspect_block_unsubscribe(self):
+        s = self.s
+        st, resp = self.enroll(device_id="phone-4", token_hex="cd" * 32)
+        self.assertEqual(st, 200, resp)
+        uid, did, key = resp["userId"], resp["deviceId"], resp["deviceKey"]
+
+        # Inspection by address and by id shows the live state.
+        st, b, _ = s.admin("GET", "/admin/v1/users?email=alice%40contoso.com")
+        self.assertEqual(st, 200, b)
+        state = json.loads(b)
+        self.assertEqual(state["userId"], uid)
+        self.assertEqual(state["email"], EMAIL)
+        self.assertEqual(state["tenantId"], self.tenant)
+        self.assertEqual(state["subscription"]["state"], "active")
+        self.assertTrue(state["subscription"]["id"])
+        self.assertIn(did, [d["deviceId"] for d in state["devices"]])
+        for d in state["devices"]:
+            self.assertEqual(set(d) >= {"deviceId", "platform", "environment", "blocked", "lastPush"}, True)
+        st, b, _ = s.admin("GET", "/admin/v1/users/" + uid)
+        self.assertEqual((st, json.loads(b)["userId"]), (200, uid))
+        self.assertEqual(s.admin("GET", "/admin/v1/users?email=nobody%40contoso.com")[0], 404)
+        self.assertEqual(s.admin("GET", "/admin/v1/users/" + "A" * 22)[0], 404)
+        self.assertEqual(s.admin("GET", "/admin/v1/users/" + uid, token="wrong-admin-token")[0], 401)
+
+        # ensctl against the live server.
+        out = subprocess.run([ENSCTL, "--config", s.config, "user", EMAIL], capture_output=True,
+                             text=True, timeout=20)
+        self.assertEqual(out.returncode, 0, out.stderr)
+        self.assertIn(did, out.stdout)
+        self.assertIn("active", out.stdout)
+        out = subprocess.run([ENSCTL, "--config", s.config, "--json", "user", uid], capture_output=True,
+                             text=True, timeout=20)
+        self.assertEqual(json.loads(out.stdout)["userId"], uid)
+
+        # Block every device: no re-registration, and the subscription ends.
+        for d in state["devices"]:
+            st, b, _ = s.admin("POST", "/admin/v1/devices/%s/block" % d["deviceId"])
+            self.assertEqual((st, json.loads(b)["blocked"]), (200, True))
+        st, body = self.enroll(device_id="phone-4", token_hex="cd" * 32)
+        self.assertEqual((st, body["error"]), (403, "device_blocked"))
+        st, b, _ = s.admin("GET", "/admin/v1/users/" + uid)
+        self.assertEqual(json.loads(b)["subscription"]["state"], "blocked")
+        self.deliver("Nobody should see this")
+        ensstack.wait_for(lambda: s.ews_control("GET", "/subscriptions?email=" + EMAIL) == [], 60,
+                          "Exchange to drop the subscription after Unsubscribe")
+
+        # Unblock, check in: a new subscription from the last watermark.
+        for d in state["devices"]:
+            self.assertEqual(s.admin("POST", "/admin/v1/devices/%s/unblock" % d["deviceId"])[0], 200)
+        st, body = s.subscribe(self.token, s.enrollment(EMAIL, CANARY, device_id="phone-4",
+                                                        token_hex="cd" * 32), path="/v1/checkin")
+        self.assertEqual((st, body["subscription"]["state"]), (200, "active"))
+        self.assertEqual(len(s.ews_control("GET", "/subscriptions?email=" + EMAIL)), 1)
+
+        # Unsubscribe: wrong key 403, right key 200, then 404.
+        hdr = {"Authorization": "Bearer " + self.token, "Content-Type": "application/json"}
+        bad = json.dumps({"deviceId": did, "deviceKey": "x" * 43}).encode()
+        st, b, _ = s.public("POST", "/v1/unsubscribe", bad, hdr)
+        self.assertEqual((st, json.loads(b)["error"]), (403, "forbidden"))
+        good = json.dumps({"deviceId": did, "deviceKey": key}).encode()
+        st, b, _ = s.public("POST", "/v1/unsubscribe", good, hdr)
+        self.assertEqual((st, json.loads(b)), (200, {"removed": True}))
+        st, b, _ = s.public("POST", "/v1/unsubscribe", good, hdr)
+        self.assertEqual(st, 404)
+        st, b, _ = s.public("POST", "/v1/unsubscribe", good, {"Content-Type": "application/json"})
+        self.assertEqual(st, 401)
+        st, b, _ = s.public("POST", "/v1/unsubscribe", b"{}", hdr)
+        self.assertEqual((st, json.loads(b)["error"]), (422, "invalid_field"))
+
+        # The operator removes the other device: the mailbox has none, Exchange is told Unsubscribe.
+        others = [d["deviceId"] for d in state["devices"] if d["deviceId"] != did]
+        for o in others:
+            st, b, _ = s.admin("DELETE", "/admin/v1/devices/" + o)
+            self.assertEqual((st, json.loads(b)), (200, {"removed": True}))
+            self.assertEqual(s.admin("DELETE", "/admin/v1/devices/" + o)[0], 404)
+        st, b, _ = s.admin("GET", "/admin/v1/users/" + uid)
+        self.assertEqual(json.loads(b)["devices"], [])
+        self.deliver("Also unseen")
+        ensstack.wait_for(lambda: s.ews_control("GET", "/subscriptions?email=" + EMAIL) == [], 60,
+                          "Exchange to drop the subscription of a mailbox without devices")
+
+        # The counters moved.
+        st, b, _ = s.admin("GET", "/metrics")
+        text = b.decode()
+        self.assertIn('ens_pushes_total{provider="apns",outcome="ok"}', text)
+        ok = [l for l in text.splitlines() if l.startswith('ens_callbacks_total{result="unsubscribe"}')]
+        self.assertGreaterEqual(int(ok[0].split()[-1]), 2)
+
+
 if __name__ == "__main__":
     ENSD, WORK = sys.argv[1], sys.argv[2]
+    ENSCTL = sys.argv[3] if len(sys.argv) > 3 else os.path.join(os.path.dirname(ENSD), "ensctl")
     unittest.main(argv=[sys.argv[0], "-v"])
