@@ -394,26 +394,78 @@ static const struct metric_row kCounters[] = {
     {"ens_pushes_total", "provider=\"apns\",outcome=\"failed\"", NULL, COUNTER(pushes_failed)},
     {"ens_pushes_total", "provider=\"apns\",outcome=\"unregistered\"", NULL,
      COUNTER(pushes_unregistered)},
-    {"ens_ews_calls_total", "outcome=\"ok\"", "Exchange Subscribe calls by outcome",
-     COUNTER(ews_ok)},
-    {"ens_ews_calls_total", "outcome=\"failed\"", NULL, COUNTER(ews_failed)},
+    {"ens_actor_hibernations_total", "", "Mailbox actors that hibernated after being idle",
+     COUNTER(hibernations)},
     {"ens_enrollments_total", "kind=\"subscribe\"", "Device API enrollments", COUNTER(subscribes)},
     {"ens_enrollments_total", "kind=\"checkin\"", NULL, COUNTER(checkins)},
+};
+
+static const char *const kEwsOps[ENS_EWS_OPS] = {"Subscribe", "GetItem", "GetFolder"};
+static const char *const kEwsOutcomes[ENS_EWS_OUTCOMES] = {"ok", "auth_failed", "unreachable",
+                                                           "error"};
+static const char *const kSubStates[ENS_SUB_STATES] = {"none",  "subscribing", "active", "pending",
+                                                       "stale", "lost",        "blocked"};
+
+/* Redis statistics are per scheduler; each copies its own into atomics
+ * every second (ensd.c), and this sums them. */
+struct redis_row {
+    const char *name;
+    const char *help;
+    size_t offset; /* into struct ens_sched_ctx */
+};
+
+static const struct redis_row kRedis[] = {
+    {"ens_redis_round_trips_total", "Redis commands and transactions answered",
+     offsetof(struct ens_sched_ctx, redis_round_trips)},
+    {"ens_redis_errors_total", "Redis error replies and commands lost with a connection",
+     offsetof(struct ens_sched_ctx, redis_errors)},
+    {"ens_redis_timeouts_total", "Redis commands whose deadline passed",
+     offsetof(struct ens_sched_ctx, redis_timeouts)},
 };
 
 static void metrics(struct ens_sched_ctx *ctx, struct h1_req *req)
 {
     struct ens_app *app = ctx->app;
+    struct ens_counters *k = &app->counters;
     struct rt_buf b;
     rt_buf_init(&b, ADMIN_MAX_METRICS);
     for (size_t i = 0; i < sizeof(kCounters) / sizeof(kCounters[0]); i++) {
         const struct metric_row *m = &kCounters[i];
         if (m->help)
             rt_buf_appendf(&b, "# HELP %s %s\n# TYPE %s counter\n", m->name, m->help, m->name);
-        _Atomic uint64_t *v = (_Atomic uint64_t *)((char *)&app->counters + m->offset);
+        _Atomic uint64_t *v = (_Atomic uint64_t *)((char *)k + m->offset);
         rt_buf_appendf(&b, "%s{%s} %llu\n", m->name, m->labels,
                        (unsigned long long)atomic_load_explicit(v, memory_order_relaxed));
     }
+    rt_buf_appendf(&b, "# HELP ens_ews_calls_total Exchange calls by operation and outcome\n"
+                       "# TYPE ens_ews_calls_total counter\n");
+    for (int op = 0; op < ENS_EWS_OPS; op++) {
+        for (int o = 0; o < ENS_EWS_OUTCOMES; o++)
+            rt_buf_appendf(&b, "ens_ews_calls_total{op=\"%s\",outcome=\"%s\"} %llu\n", kEwsOps[op],
+                           kEwsOutcomes[o],
+                           (unsigned long long)atomic_load_explicit(&k->ews_calls[op][o],
+                                                                    memory_order_relaxed));
+    }
+    rt_buf_appendf(&b, "# HELP ens_subscriptions Subscriptions of the resident mailboxes by state\n"
+                       "# TYPE ens_subscriptions gauge\n");
+    for (int st = 0; st < ENS_SUB_STATES; st++)
+        rt_buf_appendf(
+            &b, "ens_subscriptions{state=\"%s\"} %lld\n", kSubStates[st],
+            (long long)atomic_load_explicit(&k->subs_by_state[st], memory_order_relaxed));
+    for (size_t r = 0; r < sizeof(kRedis) / sizeof(kRedis[0]); r++) {
+        uint64_t sum = 0;
+        for (int i = 0; i < rt_nscheds(app->rt); i++) {
+            struct ens_sched_ctx *c = rt_sched_data(rt_sched_at(app->rt, i));
+            if (c)
+                sum += atomic_load_explicit((_Atomic uint64_t *)((char *)c + kRedis[r].offset),
+                                            memory_order_relaxed);
+        }
+        rt_buf_appendf(&b, "# HELP %s %s\n# TYPE %s counter\n%s %llu\n", kRedis[r].name,
+                       kRedis[r].help, kRedis[r].name, kRedis[r].name, (unsigned long long)sum);
+    }
+    rt_histogram_render(&k->callback_to_push, "ens_callback_to_push_seconds",
+                        "From an Exchange callback's arrival to APNs accepting its new-mail push",
+                        &b);
     rt_buf_appendf(
         &b,
         "# HELP ens_actors_resident Mailbox actors in memory\n# TYPE ens_actors_resident gauge\n"
@@ -423,7 +475,7 @@ static void metrics(struct ens_sched_ctx *ctx, struct h1_req *req)
         &b,
         "# HELP ens_ready 1 when Redis is reachable and keys are loaded\n# TYPE ens_ready gauge\n"
         "ens_ready %d\n",
-        ens_app_keys(app) != NULL && store_ready(ctx->store));
+        ens_app_keys(app) != NULL && ctx->store && store_ready(ctx->store));
     h1_req_respond(req, 200, "text/plain; version=0.0.4", b.data, b.len, NULL, 0);
     rt_buf_cleanup(&b);
 }
@@ -472,6 +524,8 @@ void act_http_admin(struct h1_req *req, void *ud)
             device_op(ctx, req, id, ACT_DEVICE_UNBLOCK);
         else
             h1_req_respond_error(req, 404, "not_found", "no such endpoint");
+    } else if (span_eq(t, "/admin/v1/keys/rotate") && post) {
+        act_admin_keys_rotate(ctx, req);
     } else if (span_eq(t, kTenants) && post) {
         tenant_create(ctx, req);
     } else if (post && t.len > tl + 1 + kl && memcmp(t.p, kTenants, tl) == 0 && t.p[tl] == '/' &&

@@ -9,6 +9,7 @@
 #include <stdint.h>
 
 #include "runtime/config.h"
+#include "runtime/metrics.h"
 #include "runtime/rt.h"
 
 struct act_directory;
@@ -20,11 +21,27 @@ struct h1_server;
 
 #define ENS_KEY_BYTES 32
 
+/* Exchange operations and outcomes, the labels of ens_ews_calls_total. */
+enum ens_ews_op { ENS_EWS_SUBSCRIBE, ENS_EWS_GETITEM, ENS_EWS_GETFOLDER, ENS_EWS_OPS };
+enum ens_ews_outcome {
+    ENS_EWS_OK,
+    ENS_EWS_AUTH_FAILED,
+    ENS_EWS_UNREACHABLE,
+    ENS_EWS_ERROR,
+    ENS_EWS_OUTCOMES
+};
+
+#define ENS_SUB_STATES 7 /* enum store_sub_state */
+
+/* Process-wide counters, any thread, relaxed: they are statistics. */
 struct ens_counters {
     _Atomic uint64_t callbacks_ok, callbacks_unsubscribe, callbacks_bad;
     _Atomic uint64_t pushes_ok, pushes_failed, pushes_unregistered;
-    _Atomic uint64_t ews_ok, ews_failed;
+    _Atomic uint64_t ews_calls[ENS_EWS_OPS][ENS_EWS_OUTCOMES];
     _Atomic uint64_t subscribes, checkins;
+    _Atomic uint64_t hibernations;
+    _Atomic int64_t subs_by_state[ENS_SUB_STATES]; /* resident mailboxes only */
+    struct rt_histogram callback_to_push;          /* Exchange callback in, APNs 200 out */
 };
 
 struct ens_app {
@@ -60,6 +77,10 @@ struct ens_sched_ctx {
     struct h1_server *public_http;
     struct h1_server *admin_http;
     rt_actor_id responder; /* answers HTTP requests that landed here */
+    /* This loop's Redis statistics, copied every second so that the metrics
+     * page (on scheduler 0) never reads another thread's store. */
+    uv_timer_t stats_timer;
+    _Atomic uint64_t redis_round_trips, redis_errors, redis_timeouts;
 };
 
 /* ens_sched_ctx_current returns the calling scheduler's context. */

@@ -130,7 +130,7 @@ static int make_tls(struct ens_app *app)
     const struct ens_config *cfg = app->cfg;
     char err[256];
     if (cfg->tls.cert) {
-        static const char *const kAlpn[] = {"http/1.1", NULL};
+        static const char *const kAlpn[] = {"h2", "http/1.1", NULL};
         struct rt_tls_server_opts so = {cfg->tls.cert, cfg->tls.key, kAlpn};
         app->server_tls = rt_tls_ctx_server_new(&so, err, sizeof(err));
         if (app->server_tls == NULL) {
@@ -168,6 +168,18 @@ static void on_admin_accept(struct rt_stream *s, void *ud)
     h1_server_add(ctx->admin_http, s);
 }
 
+static void stats_tick(uv_timer_t *t)
+{
+    struct ens_sched_ctx *ctx = t->data;
+    if (ctx->store == NULL)
+        return;
+    struct store_stats st;
+    store_stats(ctx->store, &st);
+    atomic_store_explicit(&ctx->redis_round_trips, st.round_trips, memory_order_relaxed);
+    atomic_store_explicit(&ctx->redis_errors, st.errors, memory_order_relaxed);
+    atomic_store_explicit(&ctx->redis_timeouts, st.timeouts, memory_order_relaxed);
+}
+
 static void sched_start(struct rt_sched *s, void *ud)
 {
     struct ens_app *app = ud;
@@ -184,6 +196,9 @@ static void sched_start(struct rt_sched *s, void *ud)
         fatal_start(app, "redis", ENS_ECONFIG);
         return;
     }
+    uv_timer_init(loop, &ctx->stats_timer);
+    ctx->stats_timer.data = ctx;
+    uv_timer_start(&ctx->stats_timer, stats_tick, 1000, 1000);
     int rc = act_responder_spawn(app->rt, rt_sched_index(s), &ctx->responder);
     if (rc) {
         fatal_start(app, "responder", rc);
@@ -223,6 +238,8 @@ static void sched_start(struct rt_sched *s, void *ud)
 static void sched_finish(struct ens_sched_ctx *ctx)
 {
     struct store *st = ctx->store;
+    stats_tick(&ctx->stats_timer); /* the last figures survive the store */
+    uv_timer_stop(&ctx->stats_timer);
     ctx->store = NULL;
     store_free(st);
     rt_sched_stopped(ctx->sched);

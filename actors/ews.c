@@ -1,6 +1,5 @@
 #include "actors/ews.h"
 
-#include <arpa/inet.h>
 #include <cjson/cJSON.h>
 #include <stdio.h>
 #include <string.h>
@@ -19,30 +18,9 @@
 struct ews_call {
     ews_cb cb;
     void *ud;
+    struct ens_app *app;
+    enum ens_ews_op op;
 };
-
-/* Address ranges a mailbox URL may not point at unless the operator allows it:
- * the server would otherwise be a proxy into its own network. */
-static int ip_is_private(const char *host)
-{
-    struct in_addr v4;
-    struct in6_addr v6;
-    if (inet_pton(AF_INET, host, &v4) == 1) {
-        uint32_t a = ntohl(v4.s_addr);
-        return (a >> 24) == 127 || (a >> 24) == 10 || (a >> 24) == 0 || (a >> 20) == 0xac1 ||
-               (a >> 16) == 0xc0a8 || (a >> 16) == 0xa9fe || (a >> 22) == (100u << 2 | 1);
-    }
-    if (inet_pton(AF_INET6, host, &v6) == 1) {
-        const uint8_t *b = v6.s6_addr;
-        static const uint8_t kLoop[16] = {[15] = 1};
-        static const uint8_t kAny[16] = {0};
-        return memcmp(b, kLoop, 16) == 0 || memcmp(b, kAny, 16) == 0 || (b[0] & 0xfe) == 0xfc ||
-               (b[0] == 0xfe && (b[1] & 0xc0) == 0x80) ||
-               (memcmp(b, kAny, 10) == 0 && b[10] == 0xff && b[11] == 0xff); /* v4-mapped */
-    }
-    return strcmp(host, "localhost") == 0 ||
-           (strlen(host) > 10 && strcmp(host + strlen(host) - 10, ".localhost") == 0);
-}
 
 int ews_url_check(const struct ens_app *app, const char *url, char *why, size_t whylen)
 {
@@ -51,7 +29,7 @@ int ews_url_check(const struct ens_app *app, const char *url, char *why, size_t 
         snprintf(why, whylen, "ewsUrl is not an absolute http(s) URL");
         return ENS_EINVAL;
     }
-    if (!app->cfg->ews.allow_private_networks && ip_is_private(u.host)) {
+    if (!app->cfg->ews.allow_private_networks && rt_host_is_private_literal(u.host)) {
         snprintf(why, whylen, "ewsUrl points at a private or loopback address");
         return ENS_EINVAL;
     }
@@ -120,12 +98,20 @@ static void ews_done(int err, const struct h1_response *resp, void *ud)
             r.api_error = "ews_error";
         }
     }
+    enum ens_ews_outcome outcome = ENS_EWS_OK;
+    if (r.err == ENS_EAUTH)
+        outcome = ENS_EWS_AUTH_FAILED;
+    else if (err)
+        outcome = ENS_EWS_UNREACHABLE;
+    else if (r.err || resp->status != 200)
+        outcome = ENS_EWS_ERROR;
+    atomic_fetch_add_explicit(&c->app->counters.ews_calls[c->op][outcome], 1, memory_order_relaxed);
     c->cb(&r, c->ud);
     ens_free(c);
 }
 
-int ews_call(uv_loop_t *loop, const struct ens_app *app, const char *url, struct span creds,
-             const struct rt_buf *soap, ews_cb cb, void *ud)
+int ews_call(uv_loop_t *loop, struct ens_app *app, enum ens_ews_op op, const char *url,
+             struct span creds, const struct rt_buf *soap, ews_cb cb, void *ud)
 {
     struct rt_buf auth;
     rt_buf_init(&auth, EWS_MAX_AUTH_HEADER);
@@ -143,6 +129,8 @@ int ews_call(uv_loop_t *loop, const struct ens_app *app, const char *url, struct
     struct ews_call *c = ens_calloc(1, sizeof(*c));
     c->cb = cb;
     c->ud = ud;
+    c->app = app;
+    c->op = op;
     struct h1_client_req req = {
         .method = "POST",
         .url = url,
@@ -153,6 +141,8 @@ int ews_call(uv_loop_t *loop, const struct ens_app *app, const char *url, struct
         .deadline_ms = uv_now(loop) + (uint64_t)app->cfg->ews.timeout_ms,
         .max_response = H1_CLIENT_MAX_RESPONSE,
         .tls = app->ews_tls,
+        /* a public name may still resolve to a private address */
+        .deny_private = !app->cfg->ews.allow_private_networks,
     };
     rc = h1_client_request(loop, &req, ews_done, c);
     /* The request is serialized by now; our copy of the secret goes. */

@@ -29,9 +29,9 @@ typedef void (*ews_cb)(const struct ews_result *r, void *ud);
  * ews.allow_private_networks. 0, or ENS_EINVAL with a reason in |why|. */
 int ews_url_check(const struct ens_app *app, const char *url, char *why, size_t whylen);
 
-/* ews_call POSTs |soap| to |url| with |creds| (borrowed, secret) on |loop|. The
- * async contract holds: an error return means |cb| never runs. */
-int ews_call(uv_loop_t *loop, const struct ens_app *app, const char *url, struct span creds,
-             const struct rt_buf *soap, ews_cb cb, void *ud);
+/* ews_call POSTs |soap| (operation |op|, for the metrics) to |url| with |creds| (borrowed, secret)
+ * on |loop|. The async contract holds: an error return means |cb| never runs. */
+int ews_call(uv_loop_t *loop, struct ens_app *app, enum ens_ews_op op, const char *url,
+             struct span creds, const struct rt_buf *soap, ews_cb cb, void *ud);
 
 #endif

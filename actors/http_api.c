@@ -491,6 +491,7 @@ static void handle_callback(struct ens_sched_ctx *ctx, struct h1_req *req, struc
 {
     struct ens_app *app = ctx->app;
     struct act_callback_msg *c = act_callback_msg_new();
+    c->t0_ns = uv_hrtime();
     if (seal_token_parse(token, &c->token) != 0) {
         rt_msg_free(&c->hdr);
         atomic_fetch_add_explicit(&app->counters.callbacks_unsubscribe, 1, memory_order_relaxed);

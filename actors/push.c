@@ -52,6 +52,8 @@ static void push_report(struct push_actor *pa, const struct act_push_msg *p, enu
                         int status, const char *reason)
 {
     struct ens_counters *c = &pa->app->counters;
+    if (cls == APNS_OK && p->t0_ns)
+        rt_histogram_observe(&c->callback_to_push, (double)(uv_hrtime() - p->t0_ns) / 1e9);
     if (cls == APNS_OK)
         atomic_fetch_add_explicit(&c->pushes_ok, 1, memory_order_relaxed);
     else if (cls == APNS_UNREGISTERED)

@@ -28,7 +28,8 @@ struct act_push_msg {
     int priority;
     uint8_t *payload; /* owned */
     size_t payload_len;
-    char kind[16]; /* "new-mail", "badge", "checkin": for results and metrics */
+    char kind[16];  /* "new-mail", "badge", "checkin": for results and metrics */
+    uint64_t t0_ns; /* the callback's arrival for new mail (uv_hrtime), else 0 */
     /* set by the push actor */
     int attempt;
     uint64_t expires_ms;

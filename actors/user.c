@@ -49,6 +49,8 @@ struct user {
     int has_token;
     uint64_t last_checkin_push_ms;
 
+    int counted_state; /* the state this mailbox adds to subs_by_state, or -1 */
+
     uint64_t recent[ACT_USER_RECENT_ITEMS]; /* hashes of item ids already pushed */
     size_t recent_next;
 
@@ -73,6 +75,7 @@ struct user {
         struct fetched_item fetched[ACT_USER_MAX_FETCH];
         size_t n_fetched;
         int badge_changed;
+        uint64_t t0_ns;        /* when the callback being handled arrived (uv_hrtime) */
         const char *fail_code; /* static API error code of a failed subscribe */
         const char *fail_message;
     } op;
@@ -162,9 +165,25 @@ static void op_reset(struct user *u)
     rt_buf_init(&u->op.blob, STORE_MAX_CRED_BLOB);
 }
 
+/* gauge_sync moves this mailbox between the subscriptions-by-state gauges
+ * after every message, so no state change can be missed. */
+static void gauge_sync(struct user *u)
+{
+    int now = u->rec && u->persisted ? (int)u->rec->sub.state : -1;
+    if (now == u->counted_state)
+        return;
+    _Atomic int64_t *g = u->app->counters.subs_by_state;
+    if (u->counted_state >= 0)
+        atomic_fetch_sub_explicit(&g[u->counted_state], 1, memory_order_relaxed);
+    if (now >= 0 && now < ENS_SUB_STATES)
+        atomic_fetch_add_explicit(&g[now], 1, memory_order_relaxed);
+    u->counted_state = now < ENS_SUB_STATES ? now : -1;
+}
+
 /* user_done ends the handling of the current message and resumes delivery. */
 static void user_done(struct user *u)
 {
+    gauge_sync(u);
     rt_msg_free(u->cur);
     u->cur = NULL;
     op_reset(u);
@@ -319,6 +338,7 @@ static void push_to_device(struct user *u, const struct store_device *d, const c
     snprintf(p->push_type, sizeof(p->push_type), "%s", push_type);
     snprintf(p->kind, sizeof(p->kind), "%s", kind);
     p->priority = priority;
+    p->t0_ns = strcmp(kind, "new-mail") == 0 ? u->op.t0_ns : 0;
     if (rt_send(u->app->rt, u->app->push_actor, &p->hdr) != 0)
         rt_msg_free(&p->hdr);
 }
@@ -401,9 +421,7 @@ static void on_subscribed_saved(struct user *u, int err);
 static void on_subscribe_answer(const struct ews_result *r, void *ud)
 {
     struct user *u = ud;
-    struct ens_counters *c = &u->app->counters;
     if (r->err && r->err != ENS_EREMOTE) {
-        atomic_fetch_add_explicit(&c->ews_failed, 1, memory_order_relaxed);
         u->op.old_sub_id[0] = '\0';
         if (r->err == ENS_EAUTH)
             subscribe_fail(u, 502, "ews_auth_failed", "Exchange refused the credentials");
@@ -423,14 +441,12 @@ static void on_subscribe_answer(const struct ews_result *r, void *ud)
         return;
     }
     if (rc || resp.st.cls == SOAP_EWS_ERROR || resp.subscription_id == NULL) {
-        atomic_fetch_add_explicit(&c->ews_failed, 1, memory_order_relaxed);
         RT_LOG_W("ews.subscribe", "user=%s Exchange answered %s", u->uid,
                  rc ? "something unreadable" : (resp.st.code ? resp.st.code : "an error"));
         soap_ews_subscribe_resp_cleanup(&resp);
         subscribe_fail(u, 502, "ews_error", "Exchange refused the subscription");
         return;
     }
-    atomic_fetch_add_explicit(&c->ews_ok, 1, memory_order_relaxed);
     struct store_sub *sub = &u->rec->sub;
     snprintf(u->op.old_sub_id, sizeof(u->op.old_sub_id), "%s", sub->id);
     snprintf(u->op.old_cred_id, sizeof(u->op.old_cred_id), "%s", sub->cred_id);
@@ -479,8 +495,8 @@ static void subscribe_send(struct user *u)
     int rc = soap_ews_subscribe_build(&u->op.soap, url, u->app->cfg->ews.status_frequency_min, wm);
     OPENSSL_cleanse(url, sizeof(url));
     if (rc == 0)
-        rc = ews_call(rt_actor_loop(u->actor), u->app, u->rec->ews_url, rt_buf_span(&u->op.creds),
-                      &u->op.soap, on_subscribe_answer, u);
+        rc = ews_call(rt_actor_loop(u->actor), u->app, ENS_EWS_SUBSCRIBE, u->rec->ews_url,
+                      rt_buf_span(&u->op.creds), &u->op.soap, on_subscribe_answer, u);
     if (rc)
         subscribe_fail(u, 502, "ews_error", "cannot build the Subscribe request");
 }
@@ -692,8 +708,8 @@ static void fetch_badge(struct user *u)
     rt_buf_reset(&u->op.soap);
     int rc = soap_ews_getfolder_build(&u->op.soap);
     if (rc == 0)
-        rc = ews_call(rt_actor_loop(u->actor), u->app, u->rec->ews_url, rt_buf_span(&u->op.creds),
-                      &u->op.soap, on_getfolder, u);
+        rc = ews_call(rt_actor_loop(u->actor), u->app, ENS_EWS_GETFOLDER, u->rec->ews_url,
+                      rt_buf_span(&u->op.creds), &u->op.soap, on_getfolder, u);
     if (rc)
         after_fetch(u);
 }
@@ -757,6 +773,7 @@ static void callback_process(struct user *u)
     struct act_callback_msg *c = (struct act_callback_msg *)u->cur;
     struct store_user *rec = u->rec;
     int error_seen = 0;
+    u->op.t0_ns = c->t0_ns;
     uint32_t folder_unread = 0;
     int have_folder_unread = 0;
     for (size_t i = 0; i < c->batch.n_msgs; i++) {
@@ -802,8 +819,8 @@ static void callback_process(struct user *u)
         int rc =
             soap_ews_getitem_build(&u->op.soap, (const char *const *)u->op.items, u->op.n_items);
         if (rc == 0)
-            rc = ews_call(rt_actor_loop(u->actor), u->app, rec->ews_url, rt_buf_span(&u->op.creds),
-                          &u->op.soap, on_getitem, u);
+            rc = ews_call(rt_actor_loop(u->actor), u->app, ENS_EWS_GETITEM, rec->ews_url,
+                          rt_buf_span(&u->op.creds), &u->op.soap, on_getitem, u);
         if (rc == 0)
             return;
         RT_LOG_W("ews.getitem", "user=%s cannot start the fetch: %s", u->uid, ens_err_name(rc));
@@ -939,6 +956,7 @@ static void on_idle(struct user *u, struct rt_msg *m)
     (void)m;
     user_done(u);
     act_directory_remove(u->app->dir, u->uid, rt_actor_self(u->actor));
+    atomic_fetch_add_explicit(&u->app->counters.hibernations, 1, memory_order_relaxed);
     rt_actor_stop(u->actor);
 }
 
@@ -1168,6 +1186,9 @@ static void user_receive(struct rt_actor *a, struct rt_msg *m)
 static void user_destroy(struct rt_actor *a)
 {
     struct user *u = rt_actor_state(a);
+    store_user_free(u->rec);
+    u->rec = NULL;
+    gauge_sync(u);
     rt_msg_free(u->cur);
     op_reset(u);
     rt_buf_cleanup(&u->op.creds);
@@ -1184,6 +1205,7 @@ int act_user_spawn(struct rt *rt, int sched, const char *uid, void *app, rt_acto
 {
     struct user *u = ens_calloc(1, sizeof(*u));
     u->app = app;
+    u->counted_state = -1;
     snprintf(u->uid, sizeof(u->uid), "%s", uid);
     op_reset(u);
     int rc = rt_spawn(rt, sched, &kUserActor, u, out);

@@ -45,6 +45,7 @@ struct act_callback_msg {
     struct act_reply_to reply;
     struct seal_token token; /* secret: holds K; wiped on free */
     struct soap_notification_batch batch;
+    uint64_t t0_ns; /* arrival (uv_hrtime), for the callback-to-push histogram */
 };
 
 /* ACT_MSG_DEVICE_OP: what to do to one device of the mailbox. */

@@ -191,7 +191,8 @@ int h1_client_request(uv_loop_t *loop, const struct h1_client_req *req, h1_clien
     h1_parser_expect_no_body(op->parser, op->head_req);
     uv_timer_init(loop, &op->timer);
     op->timer.data = op;
-    struct rt_connect_opts co = {u.host, u.port, https ? req->tls : NULL, req->deadline_ms};
+    struct rt_connect_opts co = {u.host, u.port, https ? req->tls : NULL, req->deadline_ms,
+                                 req->deny_private};
     rc = rt_connect(loop, &co, on_connected, op);
     if (rc) {
         op->done = 1;

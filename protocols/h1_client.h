@@ -27,6 +27,7 @@ struct h1_client_req {
     uint64_t deadline_ms;   /* absolute, uv_now(loop) clock: DNS+connect+TLS+exchange */
     size_t max_response;    /* body cap; 0 = H1_CLIENT_MAX_RESPONSE */
     struct rt_tls_ctx *tls; /* required for https; must outlive the request */
+    int deny_private;       /* refuse private/loopback addresses, even behind a name */
 };
 
 /* The answer, borrowed for the duration of the callback. */

@@ -9,13 +9,20 @@
  * Lifetime: a request outlives its connection. When the connection dies, the
  * requests the handler still holds are orphaned (conn = NULL) and freed by
  * h1_req_respond. Connection memory is released only after both its stream
- * and its timer have closed, never from inside a stream callback. */
+ * and its timer have closed, never from inside a stream callback.
+ *
+ * HTTP/2: a TLS connection whose ALPN is "h2" is handed over, at its first
+ * bytes (the ALPN is known once the handshake is done), to an
+ * h2_server_conn (protocols/h2_server.c). Its streams arrive here as the same
+ * struct h1_req, so the application never knows; a small ops table per
+ * transport does the answering. */
 #include "protocols/h1_server.h"
 
 #include <stdio.h>
 #include <string.h>
 
 #include "protocols/h1_parser.h"
+#include "protocols/h2_server.h"
 #include "protocols/limits.h"
 #include "runtime/alloc.h"
 #include "runtime/buf.h"
@@ -36,9 +43,22 @@
 enum timer_mode { TM_NONE = 0, TM_IDLE, TM_READ, TM_LINGER };
 
 struct h1_conn;
+struct h1_req;
+struct h2_link;
+
+/* How a request is answered on its transport. The caller has validated the
+ * answer; respond frees |req|. */
+struct h1_req_ops {
+    int (*alive)(const struct h1_req *req);
+    int (*respond)(struct h1_req *req, int status, const char *ctype, const uint8_t *body,
+                   size_t len, const struct h1_header *extra, size_t nextra);
+};
 
 struct h1_req {
-    struct h1_conn *conn; /* NULL once orphaned */
+    const struct h1_req_ops *ops;
+    struct h1_conn *conn;      /* HTTP/1.1: NULL once orphaned */
+    struct h2_server_conn *h2; /* HTTP/2: NULL once orphaned */
+    int32_t h2_stream;
     struct h1_req *next;
     struct h1_message *msg; /* NULL for the server's own error answers */
     uint8_t *resp;
@@ -56,7 +76,8 @@ struct h1_server {
     h1_request_cb cb;
     void *ud;
     struct h1_conn *conns;
-    size_t nconns;
+    struct h2_link *h2conns;
+    size_t nconns;          /* both kinds */
     uv_timer_t drain_timer; /* runs the drain callback outside h1_server_drain */
     h1_server_drain_cb drain_cb;
     void *drain_ud;
@@ -85,9 +106,25 @@ struct h1_conn {
     unsigned reading : 1;
     unsigned in_process : 1;
     unsigned again : 1;
+    unsigned sniffed : 1; /* ALPN looked at (first bytes seen) */
+};
+
+/* An HTTP/2 connection in a registry (or standalone: srv NULL). */
+struct h2_link {
+    struct h1_server *srv;
+    struct h2_link *prev, *next;
+    struct h2_server_conn *k;
+    uv_loop_t *loop;
+    h1_request_cb cb;
+    void *ud;
+    char peer[64];
 };
 
 static void conn_process(struct h1_conn *c);
+static int h1_alive(const struct h1_req *req);
+static int h1_respond(struct h1_req *req, int status, const char *content_type, const uint8_t *body,
+                      size_t len, const struct h1_header *extra, size_t nextra);
+static const struct h1_req_ops kH1Ops = {h1_alive, h1_respond};
 static void conn_close(struct h1_conn *c);
 static int stream_read_on(struct h1_conn *c);
 
@@ -228,6 +265,7 @@ static void queue_error(struct h1_conn *c, int status, const char *code, const c
     build_response(&out, status, "application/json", body.data, body.len, NULL, 0, 1, 0);
     rt_buf_cleanup(&body);
     struct h1_req *r = ens_calloc(1, sizeof(*r));
+    r->ops = &kH1Ops;
     r->answered = r->dispatched = r->close_after = 1;
     r->resp = rt_buf_take(&out, &r->resp_len);
     r->conn = c;
@@ -244,8 +282,7 @@ static void queue_error(struct h1_conn *c, int status, const char *code, const c
 int h1_req_respond(struct h1_req *req, int status, const char *content_type, const uint8_t *body,
                    size_t len, const struct h1_header *extra, size_t nextra)
 {
-    struct h1_conn *c = req->conn;
-    if (!c) {
+    if (!req->ops->alive(req)) {
         req_free(req);
         return ENS_ECLOSED;
     }
@@ -265,6 +302,19 @@ int h1_req_respond(struct h1_req *req, int status, const char *content_type, con
         nextra = 0;
         rc = ENS_EINVAL;
     }
+    int rc2 = req->ops->respond(req, status, content_type, body, len, extra, nextra);
+    return rc ? rc : rc2;
+}
+
+static int h1_alive(const struct h1_req *req)
+{
+    return req->conn != NULL;
+}
+
+static int h1_respond(struct h1_req *req, int status, const char *content_type, const uint8_t *body,
+                      size_t len, const struct h1_header *extra, size_t nextra)
+{
+    struct h1_conn *c = req->conn;
     int close = req->close_after || c->no_more || (c->srv && c->srv->draining);
     int head_only = req->msg && req->msg->method && strcmp(req->msg->method, "HEAD") == 0;
     struct rt_buf out;
@@ -276,8 +326,74 @@ int h1_req_respond(struct h1_req *req, int status, const char *content_type, con
     req->msg = NULL;
     conn_flush(c);
     conn_process(c); /* a slot may have opened for paused pipelined input */
+    return 0;
+}
+
+/* ---- HTTP/2 requests ---- */
+
+static int h2_alive(const struct h1_req *req)
+{
+    return req->h2 != NULL;
+}
+
+static int h2_respond(struct h1_req *req, int status, const char *content_type, const uint8_t *body,
+                      size_t len, const struct h1_header *extra, size_t nextra)
+{
+    int head_only = req->msg && req->msg->method && strcmp(req->msg->method, "HEAD") == 0;
+    int rc = h2_server_conn_respond(req->h2, req->h2_stream, status, content_type, body, len, extra,
+                                    nextra, head_only);
+    req_free(req);
     return rc;
 }
+
+static const struct h1_req_ops kH2Ops = {h2_alive, h2_respond};
+
+static void h2_on_request(void *ud, struct h2_server_conn *k, int32_t stream_id,
+                          struct h1_message *msg, void **cookie)
+{
+    struct h2_link *g = ud;
+    struct h1_req *r = ens_calloc(1, sizeof(*r));
+    r->ops = &kH2Ops;
+    r->h2 = k;
+    r->h2_stream = stream_id;
+    r->msg = msg;
+    r->loop = g->loop;
+    r->dispatched = 1;
+    memcpy(r->peer, g->peer, sizeof(r->peer));
+    *cookie = r; /* before the callback: it may answer and free |r| */
+    g->cb(r, g->ud);
+}
+
+static void h2_on_stream_gone(void *ud, void *cookie)
+{
+    (void)ud;
+    struct h1_req *r = cookie;
+    if (r)
+        r->h2 = NULL; /* the handler still holds it; respond just frees it */
+}
+
+static void srv_conn_gone(struct h1_server *srv);
+
+static void h2_on_closed(void *ud, struct h2_server_conn *k)
+{
+    (void)k;
+    struct h2_link *g = ud;
+    struct h1_server *srv = g->srv;
+    if (srv) {
+        if (g->prev)
+            g->prev->next = g->next;
+        else
+            srv->h2conns = g->next;
+        if (g->next)
+            g->next->prev = g->prev;
+        srv->nconns--;
+    }
+    ens_free(g);
+    if (srv)
+        srv_conn_gone(srv);
+}
+
+static const struct h2_server_cbs kH2Cbs = {h2_on_request, h2_on_stream_gone, h2_on_closed};
 
 int h1_req_respond_error(struct h1_req *req, int status, const char *code, const char *message)
 {
@@ -330,6 +446,7 @@ static int on_message(struct h1_message *m, void *ud)
 {
     struct h1_conn *c = ud;
     struct h1_req *r = ens_calloc(1, sizeof(*r));
+    r->ops = &kH1Ops;
     r->conn = c;
     r->msg = m;
     r->loop = c->loop;
@@ -436,6 +553,36 @@ static void conn_process(struct h1_conn *c)
     conn_update(c);
 }
 
+static void on_timer_closed(uv_handle_t *h);
+
+/* conn_to_h2 gives the stream of a connection that negotiated "h2" (and the
+ * bytes just read from it) to an HTTP/2 connection and retires this one
+ * without closing the stream. Safe from inside the stream's read callback:
+ * the new reader takes over the rest of the current delivery. */
+static void conn_to_h2(struct h1_conn *c, const uint8_t *data, size_t len)
+{
+    struct h2_link *g = ens_calloc(1, sizeof(*g));
+    g->srv = c->srv;
+    g->loop = c->loop;
+    g->cb = c->cb;
+    g->ud = c->ud;
+    memcpy(g->peer, c->s->peer, sizeof(g->peer));
+    if (g->srv) {
+        g->next = g->srv->h2conns;
+        if (g->srv->h2conns)
+            g->srv->h2conns->prev = g;
+        g->srv->h2conns = g;
+        g->srv->nconns++;
+    }
+    struct rt_stream *s = c->s;
+    c->s = NULL;
+    c->closing = 1;
+    c->handles--; /* the stream is no longer ours to close */
+    uv_close((uv_handle_t *)&c->timer, on_timer_closed);
+    g->k = h2_server_conn_new(s, &c->opts, &kH2Cbs, g);
+    h2_server_conn_start(g->k, data, len);
+}
+
 static void on_read(struct rt_stream *s, int status, const uint8_t *data, size_t len, void *ud)
 {
     struct h1_conn *c = ud;
@@ -457,6 +604,14 @@ static void on_read(struct rt_stream *s, int status, const uint8_t *data, size_t
         c->no_more = 1;
         conn_update(c);
         return;
+    }
+    if (!c->sniffed) {
+        c->sniffed = 1;
+        const char *alpn = rt_stream_alpn(s);
+        if (alpn && strcmp(alpn, "h2") == 0) {
+            conn_to_h2(c, data, len);
+            return;
+        }
     }
     if (rt_buf_append(&c->inbuf, data, len) != 0) {
         conn_close(c);
@@ -500,7 +655,14 @@ static void conn_release(struct h1_conn *c)
         srv->nconns--;
     }
     ens_free(c);
-    if (srv && srv->draining && srv->nconns == 0 && srv->drain_cb) {
+    if (srv)
+        srv_conn_gone(srv);
+}
+
+/* srv_conn_gone runs the drain callback once the last connection is gone. */
+static void srv_conn_gone(struct h1_server *srv)
+{
+    if (srv->draining && srv->nconns == 0 && srv->drain_cb) {
         h1_server_drain_cb cb = srv->drain_cb;
         srv->drain_cb = NULL;
         cb(srv, srv->drain_ud);
@@ -658,6 +820,9 @@ void h1_server_drain(struct h1_server *srv, h1_server_drain_cb cb, void *ud)
         else
             conn_update(c);
     }
+    /* GOAWAY; each closes once the streams it took are answered. */
+    for (struct h2_link *g = srv->h2conns; g; g = g->next)
+        h2_server_conn_drain(g->k);
     if (srv->nconns == 0)
         uv_timer_start(&srv->drain_timer, on_drain_timer, 0, 0);
 }
@@ -680,6 +845,15 @@ void h1_server_free(struct h1_server *srv)
         c = next;
     }
     srv->conns = NULL;
+    struct h2_link *g = srv->h2conns;
+    while (g) {
+        struct h2_link *next = g->next;
+        g->srv = NULL;
+        g->prev = g->next = NULL;
+        h2_server_conn_close(g->k); /* orphans its requests; frees |g| later */
+        g = next;
+    }
+    srv->h2conns = NULL;
     srv->nconns = 0;
     uv_close((uv_handle_t *)&srv->drain_timer, on_srv_closed);
 }

@@ -7,6 +7,12 @@
  * in request order (pipelining). At most H1_MAX_PIPELINED requests per
  * connection wait for an answer; beyond that the connection stops reading.
  *
+ * HTTP/2: a TLS stream that negotiated ALPN "h2" is served by an HTTP/2
+ * connection (protocols/h2_server.h) behind the same API: each stream becomes
+ * one struct h1_req, answered with h1_req_respond in any order. Drain sends
+ * GOAWAY and waits for the streams already taken; a stream the client resets
+ * orphans its request (h1_req_respond then returns ENS_ECLOSED).
+ *
  * Threading: everything runs on the server's loop thread.
  * Lifetime: h1_server_drain() asks every connection to finish what it has and
  * close; h1_server_free() closes the rest abruptly. */

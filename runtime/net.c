@@ -8,6 +8,9 @@
 #include <errno.h>
 #include <stdio.h>
 #include <string.h>
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <strings.h>
 #include <sys/socket.h>
 
 #include "runtime/alloc.h"
@@ -286,6 +289,8 @@ struct connect_op {
     struct addrinfo *next_addr;
     struct rt_stream *s; /* TCP, then TLS once wrapped */
     int last_err;
+    int deny_private;
+    int skipped_private; /* addresses refused by deny_private */
     unsigned gai_pending : 1;
     unsigned connect_pending : 1;
     unsigned timer_open : 1;
@@ -381,6 +386,10 @@ static void try_next_addr(struct connect_op *op)
         op->next_addr = ai->ai_next;
         if (ai->ai_family != AF_INET && ai->ai_family != AF_INET6)
             continue;
+        if (op->deny_private && rt_addr_is_private(ai->ai_addr)) {
+            op->skipped_private++;
+            continue;
+        }
         uv_tcp_t *tcp;
         op->s = rt__tcp_stream_new(op->loop, &tcp);
         if (!op->s)
@@ -396,7 +405,9 @@ static void try_next_addr(struct connect_op *op)
         op->s = NULL;
     }
     RT_LOG_I("net.connect_failed", "host=%s port=%u err=%s", op->host, op->port,
-             op->last_err ? uv_strerror(op->last_err) : "no address");
+             op->last_err
+                 ? uv_strerror(op->last_err)
+                 : (op->skipped_private ? "only private addresses, refused" : "no address"));
     op_finish(op, ENS_ECONNECT);
 }
 
@@ -418,6 +429,45 @@ static void on_resolved(uv_getaddrinfo_t *req, int status, struct addrinfo *res)
     try_next_addr(op);
 }
 
+int rt_addr_is_private(const struct sockaddr *sa)
+{
+    if (sa->sa_family == AF_INET) {
+        uint32_t a = ntohl(((const struct sockaddr_in *)sa)->sin_addr.s_addr);
+        return (a >> 24) == 127 || (a >> 24) == 10 ||
+               (a >> 24) == 0 ||                            /* loopback, RFC 1918, "this" */
+               (a >> 20) == 0xac1 || (a >> 16) == 0xc0a8 || /* 172.16/12, 192.168/16 */
+               (a >> 16) == 0xa9fe || (a >> 22) == ((100u << 2) | 1) || /* link-local, CGNAT */
+               (a >> 28) >= 0xe;                                        /* multicast, reserved */
+    }
+    if (sa->sa_family == AF_INET6) {
+        const uint8_t *b = ((const struct sockaddr_in6 *)sa)->sin6_addr.s6_addr;
+        static const uint8_t kZero[16] = {0};
+        if (memcmp(b, kZero, 10) == 0 && b[10] == 0xff && b[11] == 0xff) {
+            struct sockaddr_in v4 = {.sin_family = AF_INET};
+            memcpy(&v4.sin_addr, b + 12, 4);
+            return rt_addr_is_private((const struct sockaddr *)&v4);
+        }
+        return (memcmp(b, kZero, 15) == 0 && (b[15] == 0 || b[15] == 1)) || /* ::, ::1 */
+               (b[0] & 0xfe) == 0xfc ||                                     /* ULA */
+               (b[0] == 0xfe && (b[1] & 0xc0) == 0x80) ||                   /* link-local */
+               b[0] == 0xff;                                                /* multicast */
+    }
+    return 1; /* anything else is not an internet address */
+}
+
+int rt_host_is_private_literal(const char *host)
+{
+    struct sockaddr_in v4 = {.sin_family = AF_INET};
+    struct sockaddr_in6 v6 = {.sin6_family = AF_INET6};
+    if (inet_pton(AF_INET, host, &v4.sin_addr) == 1)
+        return rt_addr_is_private((const struct sockaddr *)&v4);
+    if (inet_pton(AF_INET6, host, &v6.sin6_addr) == 1)
+        return rt_addr_is_private((const struct sockaddr *)&v6);
+    size_t n = strlen(host);
+    return strcasecmp(host, "localhost") == 0 ||
+           (n > 10 && strcasecmp(host + n - 10, ".localhost") == 0);
+}
+
 int rt_connect(uv_loop_t *loop, const struct rt_connect_opts *o, rt_connect_cb cb, void *ud)
 {
     if (!loop || !o || !o->host || !cb || o->port == 0)
@@ -432,6 +482,7 @@ int rt_connect(uv_loop_t *loop, const struct rt_connect_opts *o, rt_connect_cb c
     memcpy(op->host, o->host, hl);
     op->port = o->port;
     op->tls = o->tls;
+    op->deny_private = o->deny_private;
     if (uv_timer_init(loop, &op->timer) != 0) {
         ens_free(op);
         return ENS_EIO;

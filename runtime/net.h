@@ -86,6 +86,8 @@ struct rt_connect_opts {
     uint16_t port;
     struct rt_tls_ctx *tls; /* NULL for plain TCP; must outlive the stream */
     uint64_t deadline_ms;   /* absolute, on uv_now(loop)'s clock; covers DNS+TCP+TLS */
+    int deny_private;       /* skip loopback, private, link-local and unspecified
+                               addresses, whatever the name resolved to (SSRF) */
 };
 
 /* Connect callback: on success |status| is 0 and |s| a stream owned by the
@@ -97,6 +99,17 @@ typedef void (*rt_connect_cb)(struct rt_stream *s, int status, void *ud);
 /* rt_connect starts resolving and connecting; see the async contract above.
  * The strings in |o| are copied. */
 int rt_connect(uv_loop_t *loop, const struct rt_connect_opts *o, rt_connect_cb cb, void *ud);
+
+/* rt_addr_is_private reports whether |sa| (IPv4 or IPv6) is loopback,
+ * private (RFC 1918, RFC 4193), link-local, CGNAT, unspecified or an
+ * IPv4-mapped form of one of those: an address a server reachable from the
+ * outside must not be made to call. Any thread. */
+int rt_addr_is_private(const struct sockaddr *sa);
+
+/* rt_host_is_private_literal is rt_addr_is_private for a host string: an IP
+ * literal in such a range, or "localhost" / "*.localhost". Names are not
+ * resolved here; rt_connect's deny_private checks what they resolve to. */
+int rt_host_is_private_literal(const char *host);
 
 /* rt_hostport_split splits "host:port" / "[v6]:port" into |host| (capacity
  * |hostlen|) and |port|; 0 or ENS_EPARSE. */

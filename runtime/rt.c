@@ -99,9 +99,9 @@ struct rt_sched {
     uv_mutex_t lock; /* guards the run list and |closed| */
     struct rt_actor *run_head, *run_tail;
     int closed;
-    void *data;
-    int stopping; /* sched thread only */
-    int finished; /* sched thread only */
+    void *_Atomic data; /* written once by the start hook, read by any thread */
+    int stopping;       /* sched thread only */
+    int finished;       /* sched thread only */
 };
 
 struct rt_slot {
@@ -466,12 +466,12 @@ struct rt *rt_sched_rt(struct rt_sched *s)
 
 void rt_sched_set_data(struct rt_sched *s, void *data)
 {
-    s->data = data;
+    atomic_store_explicit(&s->data, data, memory_order_release);
 }
 
 void *rt_sched_data(struct rt_sched *s)
 {
-    return s->data;
+    return atomic_load_explicit(&s->data, memory_order_acquire);
 }
 
 int rt_place(const struct rt *rt, uint64_t key)

@@ -95,7 +95,8 @@ int rt_sched_index(const struct rt_sched *s);
 struct rt *rt_sched_rt(struct rt_sched *s);
 
 /* Per-scheduler user context (the store connection, HTTP server...), set by
- * the start hook on that thread. */
+ * the start hook on that thread; readable from any thread (release/acquire),
+ * so what it points to must be safe to share or only read through atomics. */
 void rt_sched_set_data(struct rt_sched *s, void *data);
 void *rt_sched_data(struct rt_sched *s);
 

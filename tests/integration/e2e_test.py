@@ -267,8 +267,89 @@ class EndToEnd(unittest.TestCase):
         st, b, _ = s.admin("GET", "/metrics")
         text = b.decode()
         self.assertIn('ens_pushes_total{provider="apns",outcome="ok"}', text)
-        ok = [l for l in text.splitlines() if l.startswith('ens_callbacks_total{result="unsubscribe"}')]
-        self.assertGreaterEqual(int(ok[0].split()[-1]), 2)
+        def metric(prefix):
+            rows = [l for l in text.splitlines() if l.startswith(prefix)]
+            self.assertTrue(rows, prefix)
+            return float(rows[0].split()[-1])
+        self.assertGreaterEqual(metric('ens_callbacks_total{result="unsubscribe"}'), 2)
+        self.assertGreaterEqual(metric('ens_ews_calls_total{op="Subscribe",outcome="ok"}'), 1)  # since the restart
+        self.assertGreaterEqual(metric('ens_ews_calls_total{op="GetItem",outcome="ok"}'), 1)
+        self.assertGreaterEqual(metric('ens_ews_calls_total{op="Subscribe",outcome="auth_failed"}'), 1)
+        # callback to push: every new-mail push since the restart was measured, in under 30 s
+        self.assertGreaterEqual(metric("ens_callback_to_push_seconds_count"), 1)
+        self.assertEqual(metric('ens_callback_to_push_seconds_bucket{le="30"}'),
+                         metric("ens_callback_to_push_seconds_count"))
+        self.assertGreaterEqual(metric("ens_actors_resident"), 1)
+        states = sum(float(l.split()[-1]) for l in text.splitlines() if l.startswith("ens_subscriptions{"))
+        self.assertGreaterEqual(states, 1)
+        time.sleep(1.2)  # Redis figures are copied once a second
+        text = s.admin("GET", "/metrics")[1].decode()
+        self.assertGreater(metric("ens_redis_round_trips_total"), 0)
+
+    def test_5_every_remaining_status_code(self):
+        s = self.s
+        auth = {"Authorization": "Bearer " + self.token, "Content-Type": "application/jose"}
+        good = s.enrollment(EMAIL, CANARY, device_id="phone-5", token_hex="ef" * 32)
+        # 400 bad_request: not application/jose
+        st, b, _ = s.public("POST", "/v1/subscribe", s.seal(good).encode(),
+                            {"Authorization": "Bearer " + self.token, "Content-Type": "text/plain"})
+        self.assertEqual((st, json.loads(b)["error"]), (400, "bad_request"))
+        # 400 unknown_kid: sealed to a key the server never had
+        from jwcrypto import jwe, jwk
+        stranger = jwk.JWK.generate(kty="EC", crv="P-256")
+        tok = jwe.JWE(json.dumps(good).encode(),
+                      protected=json.dumps({"alg": "ECDH-ES", "enc": "A256GCM", "kid": "not-ours"}))
+        tok.add_recipient(stranger)
+        st, b, _ = s.public("POST", "/v1/subscribe", tok.serialize(compact=True).encode(), auth)
+        self.assertEqual((st, json.loads(b)["error"]), (400, "unknown_kid"))
+        # 502 autodiscover_failed: no ewsUrl
+        p = dict(good)
+        del p["ewsUrl"]
+        st, body = s.subscribe(self.token, p)
+        self.assertEqual((st, body["error"]), (502, "autodiscover_failed"))
+        # 502 ews_unreachable: nothing listens there
+        st, body = s.subscribe(self.token, s.enrollment(EMAIL, CANARY, device_id="phone-5",
+                               ews_url="https://127.0.0.1:%d/EWS/Exchange.asmx" % ensstack.free_port()))
+        self.assertEqual((st, body["error"]), (502, "ews_unreachable"))
+        # 502 ews_error: Exchange answers with a fault
+        s.ews_control("POST", "/mailboxes", {"email": "bob@contoso.com", "password": "pw-bob"})
+        s.ews_control("POST", "/fail", {"count": 1, "status": 500})
+        st, body = s.subscribe(self.token, s.enrollment("bob@contoso.com", "pw-bob", device_id="bob-1"))
+        self.assertEqual((st, body["error"]), (502, "ews_error"))
+        # 404 checkin of a device never enrolled
+        st, body = s.subscribe(self.token, s.enrollment("bob@contoso.com", "pw-bob", device_id="bob-2"),
+                               path="/v1/checkin")
+        self.assertEqual((st, body["error"]), (404, "not_found"))
+        # 405 wrong method
+        self.assertEqual(s.public("GET", "/v1/subscribe")[0], 405)
+
+        # Callback: 400 malformed XML behind a token that parses; 413 over http.max_body_bytes.
+        import base64
+        tok = base64.urlsafe_b64encode(b"\x01" + b"\x00" * 60).rstrip(b"=").decode()
+        st, b, _ = s.public("POST", "/v1/ews/" + tok, b"<not-xml", {"Content-Type": "text/xml"})
+        self.assertEqual(st, 400)
+        st, b, _ = s.public("POST", "/v1/ews/" + tok, b"<a/>" * (300 * 1024), {"Content-Type": "text/xml"})
+        self.assertEqual(st, 413)
+
+        # Admin: 422 on a bad tenant, 404 on tokens for an unknown tenant, 404 unknown device.
+        st, b, _ = s.admin("POST", "/admin/v1/tenants", {"name": "X", "previewCap": "everything"})
+        self.assertEqual((st, json.loads(b)["error"]), (422, "invalid_field"))
+        self.assertEqual(s.admin("POST", "/admin/v1/tenants/%s/tokens" % ("B" * 22))[0], 404)
+        self.assertEqual(s.admin("POST", "/admin/v1/devices/%s/block" % ("C" * 22))[0], 404)
+        self.assertEqual(s.admin("GET", "/nothing-here")[0], 404)
+
+        # 503 while Redis is down, for the device API and /ready; back to 200 when it returns.
+        r = s.procs.pop("redis")
+        r.terminate()
+        r.wait()
+        time.sleep(0.5)
+        self.assertEqual(s.public("GET", "/ready")[0], 503)
+        st, body = s.subscribe(self.token, good)
+        self.assertEqual((st, body["error"]), (503, "unavailable"))
+        s.start_redis()
+        ensstack.wait_for(lambda: s.public("GET", "/ready")[0] == 200, 15, "ready again")
+        st, body = s.subscribe(self.token, good)
+        self.assertEqual(st, 200, body)
 
 
 if __name__ == "__main__":

@@ -6,3 +6,4 @@ if(ENS_TESTS AND NOT ENS_FUZZ)
   set_tests_properties(e2e_test PROPERTIES TIMEOUT 240 LABELS integration
                        ENVIRONMENT "ASAN_OPTIONS=detect_leaks=1:abort_on_error=1")
 endif()
+include(tests/integration/keys.cmake)

@@ -141,7 +141,7 @@ static void client_go(struct t *t, const char *scheme, const char *method, const
     struct h1_header h[] = {{"Accept", "*/*"}};
     struct h1_client_req r = {
         method, url, h, 1, (const uint8_t *)body, body ? strlen(body) : 0, uv_now(&t->loop) + in_ms,
-        0,      tls};
+        0,      tls, 0};
     assert_int_equal(h1_client_request(&t->loop, &r, on_client, t), 0);
     uv_run(&t->loop, UV_RUN_DEFAULT);
     assert_int_equal(t->cli_calls, 1);
@@ -180,7 +180,7 @@ static void test_https(void **state)
     assert_int_equal(t.cli_status, 200);
     assert_memory_equal(t.cli_body, "GET /p/q?x=1 ", t.cli_body_len);
     /* https without a TLS context is refused up front. */
-    struct h1_client_req r = {"GET", "https://localhost/", NULL, 0, NULL, 0, 0, 0, NULL};
+    struct h1_client_req r = {"GET", "https://localhost/", NULL, 0, NULL, 0, 0, 0, NULL, 0};
     assert_int_equal(h1_client_request(&t.loop, &r, on_client, &t), ENS_EINVAL);
     t_finish(&t);
     rt_tls_ctx_free(stls);
@@ -258,7 +258,8 @@ static void raw_go(struct t *t, const char *send, size_t want_msgs)
     t->rp = h1_parser_new(H1_PARSE_RESPONSE, 4096, raw_msg, t);
     t->raw_send = send;
     t->want_msgs = want_msgs;
-    struct rt_connect_opts o = {"127.0.0.1", rt_listener_port(t->l), NULL, uv_now(&t->loop) + 5000};
+    struct rt_connect_opts o = {"127.0.0.1", rt_listener_port(t->l), NULL, uv_now(&t->loop) + 5000,
+                                0};
     assert_int_equal(rt_connect(&t->loop, &o, raw_connected, t), 0);
 }
 
@@ -422,15 +423,15 @@ static void test_client_connect_refused(void **state)
     uv_run(&t.loop, UV_RUN_NOWAIT);
     char url[64];
     snprintf(url, sizeof(url), "http://127.0.0.1:%u/", port);
-    struct h1_client_req r = {"GET", url, NULL, 0, NULL, 0, uv_now(&t.loop) + 2000, 0, NULL};
+    struct h1_client_req r = {"GET", url, NULL, 0, NULL, 0, uv_now(&t.loop) + 2000, 0, NULL, 0};
     assert_int_equal(h1_client_request(&t.loop, &r, on_client, &t), 0);
     uv_run(&t.loop, UV_RUN_DEFAULT);
     assert_int_equal(t.cli_calls, 1);
     assert_int_equal(t.cli_err, ENS_ECONNECT);
-    struct h1_client_req bad = {"G ET", url, NULL, 0, NULL, 0, 0, 0, NULL};
+    struct h1_client_req bad = {"G ET", url, NULL, 0, NULL, 0, 0, 0, NULL, 0};
     assert_int_equal(h1_client_request(&t.loop, &bad, on_client, &t), ENS_EINVAL);
     struct h1_header evil[] = {{"X", "a\r\nInjected: 1"}};
-    struct h1_client_req inj = {"GET", url, evil, 1, NULL, 0, 0, 0, NULL};
+    struct h1_client_req inj = {"GET", url, evil, 1, NULL, 0, 0, 0, NULL, 0};
     assert_int_equal(h1_client_request(&t.loop, &inj, on_client, &t), ENS_EINVAL);
     assert_int_equal(t.cli_calls, 1);
     t_finish(&t);

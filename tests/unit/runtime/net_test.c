@@ -164,7 +164,7 @@ static void on_connect_status(struct rt_stream *s, int status, void *ud)
 static void run_connect(struct ctx *c, const char *host, struct rt_tls_ctx *cli, uint64_t in_ms,
                         rt_connect_cb cb)
 {
-    struct rt_connect_opts o = {host, rt_listener_port(c->l), cli, uv_now(&c->loop) + in_ms};
+    struct rt_connect_opts o = {host, rt_listener_port(c->l), cli, uv_now(&c->loop) + in_ms, 0};
     assert_int_equal(rt_connect(&c->loop, &o, cb, c), 0);
     uv_run(&c->loop, UV_RUN_DEFAULT);
 }
@@ -251,12 +251,53 @@ static void test_connect_closed_port(void **state)
     uint16_t port = rt_listener_port(l);
     rt_listener_close(l);
     uv_run(&c.loop, UV_RUN_NOWAIT);
-    struct rt_connect_opts o = {"127.0.0.1", port, NULL, uv_now(&c.loop) + 5000};
+    struct rt_connect_opts o = {"127.0.0.1", port, NULL, uv_now(&c.loop) + 5000, 0};
     assert_int_equal(rt_connect(&c.loop, &o, on_connect_status, &c), 0);
     uv_run(&c.loop, UV_RUN_DEFAULT);
     assert_int_equal(c.connect_calls, 1);
     assert_int_equal(c.status, ENS_ECONNECT);
     ctx_finish(&c);
+}
+
+/* deny_private refuses a listening loopback port, whether it is named by a
+ * literal or by a name that resolves to it. */
+static void test_connect_deny_private(void **state)
+{
+    const char *hosts[] = {"127.0.0.1", "localhost"};
+    for (size_t i = 0; i < 2; i++) {
+        struct ctx c;
+        ctx_init(&c);
+        assert_int_equal(rt_listen(&c.loop, "127.0.0.1:0", NULL, 0, on_accept, &c, &c.l), 0);
+        struct rt_connect_opts o = {hosts[i], rt_listener_port(c.l), NULL, uv_now(&c.loop) + 5000,
+                                    1};
+        assert_int_equal(rt_connect(&c.loop, &o, on_connect_status, &c), 0);
+        while (c.connect_calls == 0)
+            uv_run(&c.loop, UV_RUN_ONCE);
+        assert_int_equal(c.status, ENS_ECONNECT); /* on_connect_status closed the listener */
+        ctx_finish(&c);
+    }
+}
+
+static void test_private_literals(void **state)
+{
+    static const struct {
+        const char *host;
+        int private;
+    } kCases[] = {
+        {"127.0.0.1", 1},   {"10.1.2.3", 1},
+        {"172.16.0.1", 1},  {"172.32.0.1", 0},
+        {"192.168.1.1", 1}, {"169.254.169.254", 1},
+        {"100.64.0.1", 1},  {"0.0.0.0", 1},
+        {"8.8.8.8", 0},     {"::1", 1},
+        {"::", 1},          {"fd00::1", 1},
+        {"fe80::1", 1},     {"::ffff:127.0.0.1", 1},
+        {"2001:db8::1", 0}, {"localhost", 1},
+        {"a.localhost", 1}, {"mail.contoso.com", 0},
+    };
+    for (size_t i = 0; i < sizeof(kCases) / sizeof(kCases[0]); i++) {
+        if (rt_host_is_private_literal(kCases[i].host) != kCases[i].private)
+            fail_msg("%s: expected private=%d", kCases[i].host, kCases[i].private);
+    }
 }
 
 static void test_connect_deadline(void **state)
@@ -280,7 +321,7 @@ static void test_connect_bad_args(void **state)
 {
     struct ctx c;
     ctx_init(&c);
-    struct rt_connect_opts o = {NULL, 80, NULL, 0};
+    struct rt_connect_opts o = {NULL, 80, NULL, 0, 0};
     assert_int_equal(rt_connect(&c.loop, &o, on_connect_status, &c), ENS_EINVAL);
     assert_int_equal(c.connect_calls, 0);
     ctx_finish(&c);
@@ -366,7 +407,8 @@ int main(void)
         cmocka_unit_test(test_connect_closed_port), cmocka_unit_test(test_connect_deadline),
         cmocka_unit_test(test_connect_bad_args),    cmocka_unit_test(test_tcp_echo),
         cmocka_unit_test(test_reuseport),           cmocka_unit_test(test_url_parse),
-        cmocka_unit_test(test_hostport_split),
+        cmocka_unit_test(test_hostport_split),      cmocka_unit_test(test_connect_deny_private),
+        cmocka_unit_test(test_private_literals),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
