@@ -224,6 +224,8 @@ static void lookup_send(struct lookup_req *r, const char *uid)
     ens_free(r);
 }
 
+static void lookup_next_tenant(struct lookup_req *r);
+
 static void on_uid(int err, const char *uid, void *ud)
 {
     struct lookup_req *r = ud;
@@ -235,15 +237,39 @@ static void on_uid(int err, const char *uid, void *ud)
         lookup_fail(r, 503, "unavailable", "storage unavailable");
         return;
     }
-    /* by address: try the next tenant */
-    if (r->email[0] && r->next_tenant < r->n_tenants) {
-        const char *t = r->tenants[r->next_tenant++];
-        int rc = store_user_find_by_email(r->ctx->store, t, r->email, deadline(r->ctx), on_uid, r);
-        if (rc)
-            on_uid(rc, NULL, r);
+    lookup_fail(r, 404, "not_found", "unknown id");
+}
+
+/* By address: a mailbox's id is derived from (tenant, address), so each
+ * tenant is a candidate; the first whose mailbox exists answers. */
+static void on_candidate(int err, struct store_user *u, void *ud)
+{
+    struct lookup_req *r = ud;
+    if (err == 0) {
+        char uid[STORE_ID_CHARS + 1];
+        memcpy(uid, u->user_id, sizeof(uid));
+        store_user_free(u);
+        lookup_send(r, uid);
         return;
     }
-    lookup_fail(r, 404, "not_found", r->email[0] ? "no mailbox with that address" : "unknown id");
+    if (err != ENS_ENOTFOUND) {
+        lookup_fail(r, 503, "unavailable", "storage unavailable");
+        return;
+    }
+    lookup_next_tenant(r);
+}
+
+static void lookup_next_tenant(struct lookup_req *r)
+{
+    if (r->next_tenant >= r->n_tenants) {
+        lookup_fail(r, 404, "not_found", "no mailbox with that address");
+        return;
+    }
+    char uid[ENS_ID_CHARS + 1];
+    ens_user_id(r->ctx->app->id_key, r->tenants[r->next_tenant++], span_cstr(r->email), uid);
+    int rc = store_user_load(r->ctx->store, uid, deadline(r->ctx), on_candidate, r);
+    if (rc)
+        on_candidate(rc, NULL, r);
 }
 
 static void on_tenants(int err, const char *const *ids, size_t n, void *ud)
@@ -255,7 +281,7 @@ static void on_tenants(int err, const char *const *ids, size_t n, void *ud)
     }
     for (size_t i = 0; i < n && r->n_tenants < ADMIN_MAX_TENANT_SCAN; i++)
         snprintf(r->tenants[r->n_tenants++], sizeof(r->tenants[0]), "%s", ids[i]);
-    on_uid(ENS_ENOTFOUND, NULL, r);
+    lookup_next_tenant(r);
 }
 
 static struct lookup_req *lookup_new(struct ens_sched_ctx *ctx, struct h1_req *req,
@@ -350,7 +376,7 @@ static void users_get(struct ens_sched_ctx *ctx, struct h1_req *req, struct span
         }
         memcpy(r->tenants[0], tenant, STORE_ID_CHARS + 1);
         r->n_tenants = 1;
-        on_uid(ENS_ENOTFOUND, NULL, r);
+        lookup_next_tenant(r);
         return;
     }
     int rc = store_tenant_list(ctx->store, deadline(ctx), on_tenants, r);

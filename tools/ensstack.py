@@ -195,6 +195,43 @@ class Stack:
         url = "https://127.0.0.1:%d/api/ens%s" % (self.ports["public"], path)
         return self._request(method, url, body, headers, ctx=self.ctx)
 
+    def public_h2(self, method, path, body=None, headers=None):
+        """One request over HTTP/2 (TLS, ALPN h2), as a modern phone would send it.
+        Returns (status, body bytes, negotiated ALPN)."""
+        import h2.config
+        import h2.connection
+        import h2.events
+        ctx = ssl.create_default_context(cafile=os.path.join(self.pki, "ca.pem"))
+        ctx.set_alpn_protocols(["h2", "http/1.1"])
+        raw = socket.create_connection(("127.0.0.1", self.ports["public"]), timeout=20)
+        with ctx.wrap_socket(raw, server_hostname="localhost") as tls:
+            alpn = tls.selected_alpn_protocol()
+            conn = h2.connection.H2Connection(h2.config.H2Configuration(client_side=True))
+            conn.initiate_connection()
+            hdrs = [(":method", method), (":path", "/api/ens" + path), (":scheme", "https"),
+                    (":authority", "localhost:%d" % self.ports["public"])]
+            hdrs += [(k.lower(), v) for k, v in (headers or {}).items()]
+            sid = conn.get_next_available_stream_id()
+            conn.send_headers(sid, hdrs, end_stream=not body)
+            if body:
+                conn.send_data(sid, body, end_stream=True)
+            tls.sendall(conn.data_to_send())
+            status, data, done = None, b"", False
+            while not done:
+                chunk = tls.recv(65536)
+                if not chunk:
+                    break
+                for ev in conn.receive_data(chunk):
+                    if isinstance(ev, h2.events.ResponseReceived):
+                        status = int(dict(ev.headers)[b":status"])
+                    elif isinstance(ev, h2.events.DataReceived):
+                        data += ev.data
+                        conn.acknowledge_received_data(ev.flow_controlled_length, ev.stream_id)
+                    elif isinstance(ev, (h2.events.StreamEnded, h2.events.StreamReset)):
+                        done = True
+                tls.sendall(conn.data_to_send())
+            return status, data, alpn
+
     def admin_token(self):
         with open(os.path.join(self.dir, "ens-admin.token")) as f:
             return f.read().strip()

@@ -351,6 +351,18 @@ class EndToEnd(unittest.TestCase):
         st, body = s.subscribe(self.token, good)
         self.assertEqual(st, 200, body)
 
+    def test_6_device_api_over_http2(self):
+        s = self.s
+        st, b, alpn = s.public_h2("GET", "/alive")
+        self.assertEqual((alpn, st, json.loads(b)["status"]), ("h2", 200, "ok"))
+        payload = s.enrollment(EMAIL, CANARY, device_id="phone-h2", token_hex="12" * 32)
+        st, b, _ = s.public_h2("POST", "/v1/subscribe", s.seal(payload).encode(), {
+            "authorization": "Bearer " + self.token, "content-type": "application/jose"})
+        self.assertEqual(st, 200, b)
+        self.assertEqual(json.loads(b)["subscription"]["state"], "active")
+        st, b, _ = s.public_h2("GET", "/no-such-thing")
+        self.assertEqual((st, json.loads(b)["error"]), (404, "not_found"))
+
 
 if __name__ == "__main__":
     ENSD, WORK = sys.argv[1], sys.argv[2]
