@@ -111,9 +111,16 @@ def main():
                 detail("%s: %s" % (h, push["headers"][h]))
         detail(json.dumps(push.get("payload"), indent=2))
 
+        step("Operator: what ensd knows of alice's mailbox right now (ensctl user)")
+        import subprocess
+        out = subprocess.run([stack.ensctl_bin, "--config", stack.config, "user", "alice@contoso.com"],
+                             capture_output=True, text=True, timeout=20)
+        detail((out.stdout or out.stderr).rstrip())
+
         print()
         print("%sENS is running.%s Talk to it:" % (BOLD, END))
         ensctl = os.path.relpath(os.path.join(build, "ensctl"), os.getcwd())
+        print("  %s --config %s/ens.json user alice@contoso.com" % (ensctl, a.dir))
         print("  %s --config %s/ens.json stats" % (ensctl, a.dir))
         print("  %s --config %s/ens.json tenant add Fabrikam" % (ensctl, a.dir))
         print("  curl --cacert %s/pki/ca.pem https://127.0.0.1:%d/api/ens/alive" % (a.dir, p["public"]))
