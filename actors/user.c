@@ -75,7 +75,9 @@ struct user {
         struct fetched_item fetched[ACT_USER_MAX_FETCH];
         size_t n_fetched;
         int badge_changed;
-        uint64_t t0_ns;        /* when the callback being handled arrived (uv_hrtime) */
+        uint64_t t0_ns; /* when the callback being handled arrived (uv_hrtime) */
+        int gap;        /* PreviousWatermark did not match: events were missed */
+        char gap_watermark[STORE_MAX_WATERMARK + 1]; /* the last one we did get */
         const char *fail_code; /* static API error code of a failed subscribe */
         const char *fail_message;
     } op;
@@ -686,6 +688,20 @@ static void callback_answer(struct user *u, int unsubscribe, const char *why)
 }
 
 static void after_fetch(struct user *u);
+static void on_repair_subscribed(struct user *u, int status);
+
+/* callback_finish ends a callback's handling: normally a save; after a
+ * watermark gap, a new subscription from the last watermark we did get, so
+ * Exchange replays what was missed (the recent-items ring drops repeats). */
+static void callback_finish(struct user *u)
+{
+    if (u->op.gap) {
+        snprintf(u->rec->sub.watermark, sizeof(u->rec->sub.watermark), "%s", u->op.gap_watermark);
+        user_subscribe(u, on_repair_subscribed);
+        return;
+    }
+    user_save(u, step_finish);
+}
 
 static void on_getfolder(const struct ews_result *r, void *ud)
 {
@@ -750,7 +766,7 @@ static void after_fetch(struct user *u)
     if (u->op.n_fetched == 0 && u->op.badge_changed)
         push_badge(u);
     u->rec->counters.notifications += u->op.n_fetched;
-    user_save(u, step_finish);
+    callback_finish(u);
 }
 
 static void on_repair_subscribed(struct user *u, int status)
@@ -783,9 +799,12 @@ static void callback_process(struct user *u)
         struct soap_notification *n = nm->notification;
         if (n == NULL)
             continue;
-        if (n->previous_watermark && rec->sub.watermark[0] &&
-            strcmp(n->previous_watermark, rec->sub.watermark) != 0)
+        if (n->previous_watermark && rec->sub.watermark[0] && !u->op.gap &&
+            strcmp(n->previous_watermark, rec->sub.watermark) != 0) {
             RT_LOG_W("ews.callback", "user=%s watermark gap: a notification was missed", u->uid);
+            u->op.gap = 1;
+            snprintf(u->op.gap_watermark, sizeof(u->op.gap_watermark), "%s", rec->sub.watermark);
+        }
         for (size_t k = 0; k < n->n_events; k++) {
             struct soap_event *ev = &n->events[k];
             if (ev->watermark)
@@ -829,7 +848,7 @@ static void callback_process(struct user *u)
         rec->badge = (int)folder_unread;
         push_badge(u);
     }
-    user_save(u, step_finish);
+    callback_finish(u);
 }
 
 static void on_callback_cred(int err, struct span blob, void *ud)

@@ -132,6 +132,7 @@ class Subscription:
         self.delivered = 0
         self.last_result = None
         self.deleted = False
+        self.lose_next = False  # control /lose: drop the next notification as if delivered
         self.cond = threading.Condition(sim.lock)
         self.status_due = time.monotonic() + sim.args.first_status_delay
         self.thread = threading.Thread(target=self.run, name="push-" + self.id[:8], daemon=True)
@@ -159,6 +160,13 @@ class Subscription:
                     batch = [{"type": "StatusEvent", "watermark": self.mailbox.next_watermark()}]
                 more = bool(self.queue)
                 payload = self.build(batch, more)
+                if self.lose_next:
+                    # A notification lost on the way: Exchange believes it was
+                    # delivered, so the next PreviousWatermark skips it.
+                    self.lose_next = False
+                    self.last_wm = batch[-1]["watermark"]
+                    self.status_due = time.monotonic() + self.freq_seconds()
+                    continue
             interval = sim.args.retry_base
             while True:
                 result = self.post(payload)
@@ -732,6 +740,13 @@ class ControlHandler(http.server.BaseHTTPRequestHandler):
                 for sub in mb.subs:
                     sub.status_due = time.monotonic()
                     sub.cond.notify_all()
+                self.reply(200, {"subscriptions": len(mb.subs)})
+            elif path == "/lose":
+                mb = self.mailbox(doc)
+                if mb is None:
+                    return
+                for sub in mb.subs:
+                    sub.lose_next = True
                 self.reply(200, {"subscriptions": len(mb.subs)})
             elif path == "/kill":
                 mb = self.mailbox(doc)
