@@ -50,7 +50,7 @@ static int auth_header(struct span creds, struct rt_buf *out)
         const char *pass = cJSON_GetStringValue(cJSON_GetObjectItemCaseSensitive(j, "password"));
         if (user && pass) {
             struct rt_buf raw;
-            rt_buf_init(&raw, EWS_MAX_AUTH_HEADER);
+            rt_buf_init_secret(&raw, EWS_MAX_AUTH_HEADER);
             rc = rt_buf_append_str(&raw, user);
             if (rc == 0)
                 rc = rt_buf_append(&raw, ":", 1);
@@ -114,7 +114,7 @@ int ews_call(uv_loop_t *loop, struct ens_app *app, enum ens_ews_op op, const cha
              struct span creds, const struct rt_buf *soap, ews_cb cb, void *ud)
 {
     struct rt_buf auth;
-    rt_buf_init(&auth, EWS_MAX_AUTH_HEADER);
+    rt_buf_init_secret(&auth, EWS_MAX_AUTH_HEADER);
     int rc = auth_header(creds, &auth);
     if (rc) {
         rt_buf_cleanup_secret(&auth);

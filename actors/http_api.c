@@ -300,7 +300,7 @@ static void enroll_with_tenant(int err, struct store_tenant *t, void *ud)
         goto out;
     }
     struct rt_buf plain;
-    rt_buf_init(&plain, JOSE_MAX_PLAINTEXT);
+    rt_buf_init_secret(&plain, JOSE_MAX_PLAINTEXT);
     int rc = jwe_decrypt(h1_req_body(req), act_keyset_lookup, ks, &plain, NULL);
     if (rc) {
         rt_buf_cleanup_secret(&plain);

@@ -116,7 +116,7 @@ static struct act_keygen *ring_parse(const uint8_t master[ENS_KEY_BYTES], uint64
     char label[64];
     snprintf(label, sizeof(label), RING_LABEL_PREFIX "%" PRIu64, gen);
     struct rt_buf plain;
-    rt_buf_init(&plain, KEYS_MAX_BLOB * 2);
+    rt_buf_init_secret(&plain, KEYS_MAX_BLOB * 2);
     struct act_keygen *g = NULL;
     int rc = seal_unwrap(master, label, blob, &plain);
     if (rc == 0) {
@@ -162,7 +162,7 @@ static int legacy_install(const uint8_t master[ENS_KEY_BYTES], const struct lega
                           struct span blob, struct act_keygen *g)
 {
     struct rt_buf plain;
-    rt_buf_init(&plain, KEYS_MAX_BLOB);
+    rt_buf_init_secret(&plain, KEYS_MAX_BLOB);
     int rc = seal_unwrap(master, row->label, blob, &plain);
     if (rc == 0) {
         if (row->kind == KEY_SEAL) {
@@ -195,7 +195,7 @@ static int legacy_marshal(const uint8_t master[ENS_KEY_BYTES], const struct lega
                           const struct act_keygen *g, struct rt_buf *out)
 {
     struct rt_buf plain;
-    rt_buf_init(&plain, KEYS_MAX_BLOB);
+    rt_buf_init_secret(&plain, KEYS_MAX_BLOB);
     int rc;
     if (row->kind == KEY_SEAL) {
         uint8_t raw[SEAL_BLOB_BYTES];

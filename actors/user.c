@@ -96,7 +96,7 @@ struct act_enroll_msg *act_enroll_msg_new(void)
 {
     struct act_enroll_msg *e = rt_msg_new(sizeof(*e), ACT_MSG_ENROLL);
     e->hdr.free = enroll_msg_free;
-    rt_buf_init(&e->creds, SEAL_MAX_CREDS);
+    rt_buf_init_secret(&e->creds, SEAL_MAX_CREDS);
     return e;
 }
 
@@ -162,7 +162,7 @@ static void op_reset(struct user *u)
         ens_free(u->op.fetched[i].subject);
     }
     memset(&u->op, 0, sizeof(u->op));
-    rt_buf_init(&u->op.creds, SEAL_MAX_CREDS);
+    rt_buf_init_secret(&u->op.creds, SEAL_MAX_CREDS);
     rt_buf_init(&u->op.soap, USER_MAX_SOAP);
     rt_buf_init(&u->op.blob, STORE_MAX_CRED_BLOB);
 }

@@ -46,6 +46,8 @@ static void on_timer_closed(uv_handle_t *h)
     struct h1_cop *op = h->data;
     h1_parser_free(op->parser);
     h1_message_free(op->answer);
+    /* the request may carry credentials (Authorization) */
+    ens_wipe(op->reqbytes, op->reqlen);
     ens_free(op->reqbytes);
     ens_free(op);
 }
@@ -153,7 +155,7 @@ int h1_client_request(uv_loop_t *loop, const struct h1_client_req *req, h1_clien
         return ENS_EINVAL;
 
     struct rt_buf b;
-    rt_buf_init(&b, H1_CLIENT_MAX_REQUEST_HEAD + req->body_len);
+    rt_buf_init_secret(&b, H1_CLIENT_MAX_REQUEST_HEAD + req->body_len);
     int rc = rt_buf_appendf(&b, "%s %s HTTP/1.1\r\n", req->method, u.path);
     int v6 = strchr(u.host, ':') != NULL; /* our own parsed copy, not network bytes */
     int default_port = u.port == (https ? 443 : 80);
@@ -164,7 +166,7 @@ int h1_client_request(uv_loop_t *loop, const struct h1_client_req *req, h1_clien
     for (size_t i = 0; !rc && i < req->nheaders; i++) {
         const struct h1_header *h = &req->headers[i];
         if (!h->name || !h->value || !token_ok(h->name, 256) || !value_ok(h->value)) {
-            rt_buf_cleanup(&b);
+            rt_buf_cleanup_secret(&b);
             return ENS_EINVAL;
         }
         rc = rt_buf_appendf(&b, "%s: %s\r\n", h->name, h->value);

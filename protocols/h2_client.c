@@ -192,6 +192,8 @@ static void req_free(struct h2_req *r)
     rt_buf_cleanup(&r->rbody);
     for (size_t i = 0; i < r->nnv; i++) {
         ens_free(r->nva[i].name);
+        /* values include authorization: a provider token or OAuth bearer */
+        ens_wipe(r->nva[i].value, r->nva[i].valuelen);
         ens_free(r->nva[i].value);
     }
     ens_free(r->nva);

@@ -12,6 +12,13 @@ void rt_buf_init(struct rt_buf *b, size_t max)
     b->len = 0;
     b->cap = 0;
     b->max = max;
+    b->secret = 0;
+}
+
+void rt_buf_init_secret(struct rt_buf *b, size_t max)
+{
+    rt_buf_init(b, max);
+    b->secret = 1;
 }
 
 void rt_buf_cleanup(struct rt_buf *b)
@@ -48,7 +55,16 @@ static int buf_reserve(struct rt_buf *b, size_t n)
         cap *= 2;
     if (cap > b->max + 1)
         cap = b->max + 1;
-    b->data = ens_realloc(b->data, cap);
+    if (b->secret && b->data) {
+        /* realloc may move the bytes and free the old block unwiped */
+        uint8_t *fresh = ens_malloc(cap);
+        memcpy(fresh, b->data, b->len + 1);
+        ens_wipe(b->data, b->cap);
+        ens_free(b->data);
+        b->data = fresh;
+    } else {
+        b->data = ens_realloc(b->data, cap);
+    }
     b->cap = cap;
     return 0;
 }

@@ -18,10 +18,17 @@ struct rt_buf {
     size_t len;
     size_t cap; /* allocated bytes */
     size_t max; /* the hard cap on len */
+    int secret; /* growth wipes the old allocation (see rt_buf_init_secret) */
 };
 
 /* rt_buf_init prepares an empty buffer that will never hold more than |max| bytes. */
 void rt_buf_init(struct rt_buf *b, size_t max);
+
+/* rt_buf_init_secret is rt_buf_init for a buffer that will hold a secret:
+ * when it grows, the old allocation is wiped before it is freed, so no copy
+ * of the secret is left in freed memory. Release it with
+ * rt_buf_cleanup_secret. */
+void rt_buf_init_secret(struct rt_buf *b, size_t max);
 
 /* rt_buf_cleanup frees the storage; the buffer may be re-initialised. */
 void rt_buf_cleanup(struct rt_buf *b);
@@ -40,7 +47,8 @@ int rt_buf_append_span(struct rt_buf *b, struct span s);
 /* rt_buf_appendf appends printf-formatted text; 0 or ENS_ETOOBIG. Never pass a
  * secret through it: formatted text is the stuff logs are made of. */
 int rt_buf_appendf(struct rt_buf *b, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
-int rt_buf_vappendf(struct rt_buf *b, const char *fmt, va_list ap) __attribute__((format(printf, 2, 0)));
+int rt_buf_vappendf(struct rt_buf *b, const char *fmt, va_list ap)
+    __attribute__((format(printf, 2, 0)));
 
 /* rt_buf_consume drops the first |n| bytes (n <= len). */
 void rt_buf_consume(struct rt_buf *b, size_t n);

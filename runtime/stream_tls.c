@@ -327,7 +327,7 @@ static void tls_pump(struct tls_stream *ts)
         }
         if (ts->early.len) {
             write_plain(ts, ts->early.data, ts->early.len);
-            rt_buf_cleanup(&ts->early);
+            rt_buf_cleanup_secret(&ts->early);
         }
         if (ts->shut_pending)
             do_shutdown(ts);

@@ -107,6 +107,19 @@ static void test_b64_round_trip_and_strictness(void **state)
     rt_buf_cleanup(&b);
 }
 
+static void test_secret_buf_grows_and_keeps_contents(void **state)
+{
+    struct rt_buf b;
+    rt_buf_init_secret(&b, 1 << 20);
+    for (int i = 0; i < 1000; i++)
+        assert_int_equal(rt_buf_appendf(&b, "%04d", i), 0);
+    assert_int_equal(b.len, 4000);
+    assert_memory_equal(b.data + 3996, "0999", 4);
+    assert_memory_equal(b.data, "0000", 4);
+    rt_buf_cleanup_secret(&b);
+    assert_null(b.data);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -116,6 +129,7 @@ int main(void)
         cmocka_unit_test(test_err_names),
         cmocka_unit_test(test_log_redacts_secrets),
         cmocka_unit_test(test_b64_round_trip_and_strictness),
+        cmocka_unit_test(test_secret_buf_grows_and_keeps_contents),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
