@@ -415,11 +415,6 @@ static const struct metric_row kCounters[] = {
     {"ens_callbacks_total", "result=\"ok\"", "Exchange callbacks by answer", COUNTER(callbacks_ok)},
     {"ens_callbacks_total", "result=\"unsubscribe\"", NULL, COUNTER(callbacks_unsubscribe)},
     {"ens_callbacks_total", "result=\"malformed\"", NULL, COUNTER(callbacks_bad)},
-    {"ens_pushes_total", "provider=\"apns\",outcome=\"ok\"", "Pushes by provider and outcome",
-     COUNTER(pushes_ok)},
-    {"ens_pushes_total", "provider=\"apns\",outcome=\"failed\"", NULL, COUNTER(pushes_failed)},
-    {"ens_pushes_total", "provider=\"apns\",outcome=\"unregistered\"", NULL,
-     COUNTER(pushes_unregistered)},
     {"ens_actor_hibernations_total", "", "Mailbox actors that hibernated after being idle",
      COUNTER(hibernations)},
     {"ens_enrollments_total", "kind=\"subscribe\"", "Device API enrollments", COUNTER(subscribes)},
@@ -462,6 +457,16 @@ static void metrics(struct ens_sched_ctx *ctx, struct h1_req *req)
         _Atomic uint64_t *v = (_Atomic uint64_t *)((char *)k + m->offset);
         rt_buf_appendf(&b, "%s{%s} %llu\n", m->name, m->labels,
                        (unsigned long long)atomic_load_explicit(v, memory_order_relaxed));
+    }
+    static const char *const kProv[ENS_PUSH_PROVIDERS] = {"apns", "fcm"};
+    static const char *const kOut[ENS_PUSH_OUTCOMES] = {"ok", "failed", "unregistered"};
+    rt_buf_appendf(&b, "# HELP ens_pushes_total Pushes by provider and outcome\n"
+                       "# TYPE ens_pushes_total counter\n");
+    for (int pv = 0; pv < ENS_PUSH_PROVIDERS; pv++) {
+        for (int o = 0; o < ENS_PUSH_OUTCOMES; o++)
+            rt_buf_appendf(
+                &b, "ens_pushes_total{provider=\"%s\",outcome=\"%s\"} %llu\n", kProv[pv], kOut[o],
+                (unsigned long long)atomic_load_explicit(&k->pushes[pv][o], memory_order_relaxed));
     }
     rt_buf_appendf(&b, "# HELP ens_ews_calls_total Exchange calls by operation and outcome\n"
                        "# TYPE ens_ews_calls_total counter\n");

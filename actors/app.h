@@ -33,10 +33,19 @@ enum ens_ews_outcome {
 
 #define ENS_SUB_STATES 7 /* enum store_sub_state */
 
+/* Push services and outcomes, the labels of ens_pushes_total. */
+enum ens_push_provider { ENS_PUSH_APNS, ENS_PUSH_FCM, ENS_PUSH_PROVIDERS };
+enum ens_push_outcome {
+    ENS_PUSH_OUT_OK,
+    ENS_PUSH_OUT_FAILED,
+    ENS_PUSH_OUT_UNREGISTERED,
+    ENS_PUSH_OUTCOMES
+};
+
 /* Process-wide counters, any thread, relaxed: they are statistics. */
 struct ens_counters {
     _Atomic uint64_t callbacks_ok, callbacks_unsubscribe, callbacks_bad;
-    _Atomic uint64_t pushes_ok, pushes_failed, pushes_unregistered;
+    _Atomic uint64_t pushes[ENS_PUSH_PROVIDERS][ENS_PUSH_OUTCOMES];
     _Atomic uint64_t ews_calls[ENS_EWS_OPS][ENS_EWS_OUTCOMES];
     _Atomic uint64_t subscribes, checkins;
     _Atomic uint64_t hibernations;

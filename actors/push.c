@@ -12,9 +12,12 @@
 #define PUSH_BACKOFF_BASE_MS 1000
 #define PUSH_BACKOFF_MAX_MS  (5 * 60 * 1000)
 
+static const char *const kProviders[ENS_PUSH_PROVIDERS] = {"apns", "fcm"};
+
 struct push_actor {
     struct ens_app *app;
     struct apns_client *apns; /* NULL when APNs is not configured */
+    struct fcm_client *fcm;   /* NULL when FCM is not configured */
     rt_actor_id self;
     struct rt_actor *actor;
 };
@@ -26,11 +29,25 @@ struct push_retry {
     struct act_push_msg *msg;
 };
 
-/* A push in flight at APNs. */
+/* A push in flight at APNs or FCM. */
 struct push_flight {
     struct push_actor *pa;
     struct act_push_msg *msg;
 };
+
+/* What one answer says, whichever service gave it. */
+struct push_outcome {
+    enum act_push_class cls;
+    int status;
+    const char *reason;
+    uint32_t retry_after_s; /* 0 = our own back-off */
+};
+
+const char *act_push_class_name(enum act_push_class cls)
+{
+    static const char *const kNames[] = {"ok", "unregistered", "retry", "fatal"};
+    return (unsigned)cls < 4 ? kNames[cls] : "unknown";
+}
 
 static void push_msg_free(struct rt_msg *m)
 {
@@ -48,27 +65,26 @@ struct act_push_msg *act_push_msg_new(const uint8_t *payload, size_t len)
     return p;
 }
 
-static void push_report(struct push_actor *pa, const struct act_push_msg *p, enum apns_class cls,
-                        int status, const char *reason)
+static void push_report(struct push_actor *pa, const struct act_push_msg *p,
+                        const struct push_outcome *o)
 {
     struct ens_counters *c = &pa->app->counters;
-    if (cls == APNS_OK && p->t0_ns)
+    enum ens_push_outcome out = o->cls == ACT_PUSH_OK             ? ENS_PUSH_OUT_OK
+                                : o->cls == ACT_PUSH_UNREGISTERED ? ENS_PUSH_OUT_UNREGISTERED
+                                                                  : ENS_PUSH_OUT_FAILED;
+    atomic_fetch_add_explicit(&c->pushes[p->provider][out], 1, memory_order_relaxed);
+    if (o->cls == ACT_PUSH_OK && p->t0_ns)
         rt_histogram_observe(&c->callback_to_push, (double)(uv_hrtime() - p->t0_ns) / 1e9);
-    if (cls == APNS_OK)
-        atomic_fetch_add_explicit(&c->pushes_ok, 1, memory_order_relaxed);
-    else if (cls == APNS_UNREGISTERED)
-        atomic_fetch_add_explicit(&c->pushes_unregistered, 1, memory_order_relaxed);
-    else
-        atomic_fetch_add_explicit(&c->pushes_failed, 1, memory_order_relaxed);
     RT_LOG_I("push.result",
-             "user=%s device=%s kind=%s apns_id=%s status=%d reason=%s class=%s attempt=%d", p->uid,
-             p->device_id, p->kind, p->apns_id, status, reason, apns_class_name(cls), p->attempt);
+             "user=%s device=%s provider=%s kind=%s id=%s status=%d reason=%s class=%s attempt=%d",
+             p->uid, p->device_id, kProviders[p->provider], p->kind, p->apns_id, o->status,
+             o->reason, act_push_class_name(o->cls), p->attempt);
     struct act_push_result_msg *r = rt_msg_new(sizeof(*r), ACT_MSG_PUSH_RESULT);
     snprintf(r->device_id, sizeof(r->device_id), "%s", p->device_id);
     snprintf(r->kind, sizeof(r->kind), "%s", p->kind);
-    snprintf(r->reason, sizeof(r->reason), "%s", reason);
-    r->cls = cls;
-    r->status = status;
+    snprintf(r->reason, sizeof(r->reason), "%s", o->reason);
+    r->cls = o->cls;
+    r->status = o->status;
     if (act_directory_send(pa->app->dir, p->uid, &r->hdr) != 0)
         rt_msg_free(&r->hdr);
 }
@@ -89,23 +105,19 @@ static void retry_fire_cb(uv_timer_t *t)
     push_send(pa, p);
 }
 
-static void push_result_cb(const struct apns_result *res, void *ud)
+/* push_done takes a push's outcome: retry it later, or report it and free it. */
+static void push_done(struct push_actor *pa, struct act_push_msg *p, const struct push_outcome *o)
 {
-    struct push_flight *f = ud;
-    struct push_actor *pa = f->pa;
-    struct act_push_msg *p = f->msg;
-    ens_free(f);
-    if (res->apns_id && res->apns_id[0])
-        snprintf(p->apns_id, sizeof(p->apns_id), "%s", res->apns_id);
     uint64_t now = uv_now(rt_actor_loop(pa->actor));
-    if (res->cls == APNS_RETRY && p->attempt < ACT_PUSH_MAX_ATTEMPTS && now < p->expires_ms) {
-        uint64_t delay = PUSH_BACKOFF_BASE_MS << (p->attempt - 1);
+    if (o->cls == ACT_PUSH_RETRY && p->attempt < ACT_PUSH_MAX_ATTEMPTS && now < p->expires_ms) {
+        uint64_t delay = o->retry_after_s ? (uint64_t)o->retry_after_s * 1000
+                                          : (uint64_t)PUSH_BACKOFF_BASE_MS << (p->attempt - 1);
         if (delay > PUSH_BACKOFF_MAX_MS)
             delay = PUSH_BACKOFF_MAX_MS;
         RT_LOG_W("push.retry",
-                 "user=%s device=%s status=%d reason=%s err=%s attempt=%d delay_ms=%llu", p->uid,
-                 p->device_id, res->status, res->reason ? res->reason : "", ens_err_name(res->err),
-                 p->attempt, (unsigned long long)delay);
+                 "user=%s device=%s provider=%s status=%d reason=%s attempt=%d delay_ms=%llu",
+                 p->uid, p->device_id, kProviders[p->provider], o->status, o->reason, p->attempt,
+                 (unsigned long long)delay);
         struct push_retry *r = ens_calloc(1, sizeof(*r));
         r->pa = pa;
         r->msg = p;
@@ -114,38 +126,95 @@ static void push_result_cb(const struct apns_result *res, void *ud)
         uv_timer_start(&r->timer, retry_fire_cb, delay, 0);
         return;
     }
-    const char *reason =
-        res->reason && res->reason[0] ? res->reason : (res->err ? ens_err_name(res->err) : "");
-    push_report(pa, p, res->cls, res->status, reason);
+    push_report(pa, p, o);
     rt_msg_free(&p->hdr);
 }
 
-/* push_send hands |p| (owned) to APNs. */
+/* The two services' classes onto ours: the same four outcomes. */
+static const enum act_push_class kFromApns[] = {
+    [APNS_OK] = ACT_PUSH_OK,
+    [APNS_UNREGISTERED] = ACT_PUSH_UNREGISTERED,
+    [APNS_RETRY] = ACT_PUSH_RETRY,
+    [APNS_FATAL] = ACT_PUSH_FATAL,
+};
+static const enum act_push_class kFromFcm[] = {
+    [FCM_OK] = ACT_PUSH_OK,
+    [FCM_UNREGISTERED] = ACT_PUSH_UNREGISTERED,
+    [FCM_RETRY] = ACT_PUSH_RETRY,
+    [FCM_FATAL] = ACT_PUSH_FATAL,
+};
+
+static void on_apns_result(const struct apns_result *res, void *ud)
+{
+    struct push_flight *f = ud;
+    struct push_actor *pa = f->pa;
+    struct act_push_msg *p = f->msg;
+    ens_free(f);
+    if (res->apns_id && res->apns_id[0])
+        snprintf(p->apns_id, sizeof(p->apns_id), "%s", res->apns_id);
+    struct push_outcome o = {
+        .cls = kFromApns[res->cls],
+        .status = res->status,
+        .reason =
+            res->reason && res->reason[0] ? res->reason : (res->err ? ens_err_name(res->err) : ""),
+    };
+    push_done(pa, p, &o);
+}
+
+static void on_fcm_result(const struct fcm_result *res, void *ud)
+{
+    struct push_flight *f = ud;
+    struct push_actor *pa = f->pa;
+    struct act_push_msg *p = f->msg;
+    ens_free(f);
+    const char *reason = res->error_code && res->error_code[0]       ? res->error_code
+                         : res->error_status && res->error_status[0] ? res->error_status
+                         : res->err                                  ? ens_err_name(res->err)
+                                                                     : "";
+    struct push_outcome o = {
+        .cls = kFromFcm[res->cls],
+        .status = res->status,
+        .reason = reason,
+        .retry_after_s = res->retry_after_s,
+    };
+    push_done(pa, p, &o);
+}
+
+/* push_send hands |p| (owned) to its service. */
 static void push_send(struct push_actor *pa, struct act_push_msg *p)
 {
-    if (pa->apns == NULL) {
-        push_report(pa, p, APNS_FATAL, 0, "NotConfigured");
+    int configured = p->provider == ENS_PUSH_APNS ? pa->apns != NULL : pa->fcm != NULL;
+    if (!configured) {
+        struct push_outcome o = {ACT_PUSH_FATAL, 0, "NotConfigured", 0};
+        push_report(pa, p, &o);
         rt_msg_free(&p->hdr);
         return;
     }
     p->attempt++;
-    struct apns_push ap = {
-        .device_token_hex = p->token,
-        .topic = p->topic,
-        .push_type = p->push_type,
-        .priority = p->priority,
-        .environment = p->environment,
-        .payload = p->payload,
-        .payload_len = p->payload_len,
-        .apns_id = p->apns_id[0] ? p->apns_id : NULL,
-    };
     struct push_flight *f = ens_calloc(1, sizeof(*f));
     f->pa = pa;
     f->msg = p;
-    int rc = apns_send(pa->apns, &ap, push_result_cb, f);
+    int rc;
+    if (p->provider == ENS_PUSH_APNS) {
+        struct apns_push ap = {
+            .device_token_hex = p->token,
+            .topic = p->topic,
+            .push_type = p->push_type,
+            .priority = p->priority,
+            .environment = p->environment,
+            .payload = p->payload,
+            .payload_len = p->payload_len,
+            .apns_id = p->apns_id[0] ? p->apns_id : NULL,
+        };
+        rc = apns_send(pa->apns, &ap, on_apns_result, f);
+    } else {
+        struct fcm_push fp = {.payload = p->payload, .payload_len = p->payload_len};
+        rc = fcm_send(pa->fcm, &fp, on_fcm_result, f);
+    }
     if (rc) {
         ens_free(f);
-        push_report(pa, p, APNS_FATAL, 0, ens_err_name(rc));
+        struct push_outcome o = {ACT_PUSH_FATAL, 0, ens_err_name(rc), 0};
+        push_report(pa, p, &o);
         rt_msg_free(&p->hdr);
     }
 }
@@ -167,6 +236,7 @@ static void push_destroy(struct rt_actor *a)
 {
     struct push_actor *pa = rt_actor_state(a);
     apns_client_free(pa->apns);
+    fcm_client_free(pa->fcm);
     ens_free(pa);
 }
 
@@ -177,6 +247,7 @@ int act_push_start(struct ens_app *app, struct rt_sched *s)
     const struct ens_config *cfg = app->cfg;
     struct push_actor *pa = ens_calloc(1, sizeof(*pa));
     pa->app = app;
+    char err[256];
     if (cfg->apns.key_file && cfg->apns.team_id && cfg->apns.key_id) {
         struct apns_opts o = {
             .url = cfg->apns.url,
@@ -186,7 +257,6 @@ int act_push_start(struct ens_app *app, struct rt_sched *s)
             .key_file = cfg->apns.key_file,
             .ca_file = cfg->apns.ca_file,
         };
-        char err[256];
         pa->apns = apns_client_new(rt_sched_loop(s), &o, err, sizeof(err));
         if (pa->apns == NULL) {
             RT_LOG_E("push.start", "APNs client: %s", err);
@@ -198,9 +268,27 @@ int act_push_start(struct ens_app *app, struct rt_sched *s)
             "push.start",
             "apns.key_file, apns.team_id and apns.key_id are not all set: iOS pushes will fail");
     }
+    if (cfg->fcm.service_account_file) {
+        struct fcm_opts o = {
+            .url = cfg->fcm.url,
+            .token_url = cfg->fcm.token_url,
+            .service_account_file = cfg->fcm.service_account_file,
+            .ca_file = cfg->fcm.ca_file,
+        };
+        pa->fcm = fcm_client_new(rt_sched_loop(s), &o, err, sizeof(err));
+        if (pa->fcm == NULL) {
+            RT_LOG_E("push.start", "FCM client: %s", err);
+            apns_client_free(pa->apns);
+            ens_free(pa);
+            return ENS_ECONFIG;
+        }
+    } else {
+        RT_LOG_W("push.start", "fcm.service_account_file is not set: Android pushes will fail");
+    }
     int rc = rt_spawn(app->rt, rt_sched_index(s), &kPushActor, pa, &pa->self);
     if (rc) {
         apns_client_free(pa->apns);
+        fcm_client_free(pa->fcm);
         ens_free(pa);
         return rc;
     }

@@ -1,7 +1,8 @@
-/* The push actor: the one owner of the APNs HTTP/2 client (connections are
- * expensive and Apple wants them long-lived and few, so every mailbox shares
- * them). User actors send it ACT_MSG_PUSH; it answers each with
- * ACT_MSG_PUSH_RESULT to the mailbox, after retries of transient failures. */
+/* The push actor: the one owner of the APNs and FCM HTTP/2 clients
+ * (connections are expensive and both services want them long-lived and few,
+ * so every mailbox shares them). User actors send it ACT_MSG_PUSH; it answers
+ * each with ACT_MSG_PUSH_RESULT to the mailbox, after retries of transient
+ * failures. */
 #ifndef ENS_ACTORS_PUSH_H
 #define ENS_ACTORS_PUSH_H
 
@@ -11,14 +12,26 @@
 #include "actors/app.h"
 #include "actors/ids.h"
 #include "protocols/apns.h"
+#include "protocols/fcm.h"
 
 #define ACT_PUSH_MAX_ATTEMPTS 5
 #define ACT_PUSH_TTL_MS                                                                            \
     (15 * 60 * 1000) /* a new-mail alert older than this is not worth sending                      \
                       */
 
+/* How a push ended, whichever service carried it. */
+enum act_push_class {
+    ACT_PUSH_OK,
+    ACT_PUSH_UNREGISTERED, /* the token is dead: remove the device */
+    ACT_PUSH_RETRY,        /* transient, and the retries ran out */
+    ACT_PUSH_FATAL,        /* our bug or configuration */
+};
+
+const char *act_push_class_name(enum act_push_class cls);
+
 struct act_push_msg {
     struct rt_msg hdr;
+    enum ens_push_provider provider;
     char uid[ENS_ID_CHARS + 1];
     char device_id[ENS_ID_CHARS + 1];
     char token[APNS_MAX_TOKEN_HEX + 1];
@@ -40,7 +53,7 @@ struct act_push_result_msg {
     struct rt_msg hdr;
     char device_id[ENS_ID_CHARS + 1];
     char kind[16];
-    enum apns_class cls;
+    enum act_push_class cls;
     int status;
     char reason[APNS_MAX_REASON + 1];
 };
@@ -48,10 +61,10 @@ struct act_push_result_msg {
 /* act_push_msg_new allocates a push message; |payload| is copied. */
 struct act_push_msg *act_push_msg_new(const uint8_t *payload, size_t len);
 
-/* act_push_start creates the APNs client and the push actor on the calling
- * scheduler (scheduler 0) and records its id in app->push_actor. Without
- * APNs credentials in the configuration pushes fail with reason
- * "NotConfigured". 0 or a negative code. */
+/* act_push_start creates the APNs and FCM clients and the push actor on the
+ * calling scheduler (scheduler 0) and records its id in app->push_actor.
+ * Without a service's credentials in the configuration its pushes fail with
+ * reason "NotConfigured". 0 or a negative code. */
 int act_push_start(struct ens_app *app, struct rt_sched *s);
 
 #endif

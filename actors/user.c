@@ -319,6 +319,11 @@ static void step_finish(struct user *u, int err)
 
 /* ---- Pushes ---- */
 
+_Static_assert(APNS_PREVIEW_FULL == (int)FCM_PREVIEW_FULL &&
+                   APNS_PREVIEW_SENDER == (int)FCM_PREVIEW_SENDER &&
+                   APNS_PREVIEW_NONE == (int)FCM_PREVIEW_NONE,
+               "payload_new_mail passes one preview level to both services");
+
 static enum apns_preview preview_parse(const char *s)
 {
     if (strcmp(s, "none") == 0)
@@ -328,10 +333,17 @@ static enum apns_preview preview_parse(const char *s)
     return APNS_PREVIEW_FULL;
 }
 
+static int is_ios(const struct store_device *d)
+{
+    return strcmp(d->platform, "ios") == 0;
+}
+
+/* push_to_device hands one payload for |d| to the push actor. */
 static void push_to_device(struct user *u, const struct store_device *d, const char *kind,
                            const char *push_type, int priority, const struct rt_buf *payload)
 {
     struct act_push_msg *p = act_push_msg_new(payload->data, payload->len);
+    p->provider = is_ios(d) ? ENS_PUSH_APNS : ENS_PUSH_FCM;
     snprintf(p->uid, sizeof(p->uid), "%s", u->uid);
     snprintf(p->device_id, sizeof(p->device_id), "%s", d->device_id);
     snprintf(p->token, sizeof(p->token), "%.*s", (int)sizeof(p->token) - 1, d->push_token);
@@ -345,46 +357,83 @@ static void push_to_device(struct user *u, const struct store_device *d, const c
         rt_msg_free(&p->hdr);
 }
 
-/* push_each sends one payload kind to every iOS device that wants it. */
-static void push_new_mail(struct user *u, const struct fetched_item *it)
+static uint32_t badge_value(const struct user *u)
+{
+    return (uint32_t)(u->rec->badge > 0 ? u->rec->badge : 0);
+}
+
+/* Each kind of push, for each platform: the payload is the only difference. */
+static int payload_new_mail(const struct user *u, const struct store_device *d, const void *arg,
+                            struct rt_buf *out)
+{
+    const struct fetched_item *it = arg;
+    enum apns_preview pv = preview_parse(d->preview);
+    const char *sender = it->sender ? it->sender : "", *subject = it->subject ? it->subject : "";
+    if (is_ios(d)) {
+        struct apns_new_mail nm = {u->uid, sender, subject, pv, d->badge, badge_value(u)};
+        return apns_payload_new_mail(out, &nm);
+    }
+    /* the two preview enums list the same three levels in the same order */
+    struct fcm_new_mail nm = {d->push_token,        u->uid,   sender,        subject,
+                              (enum fcm_preview)pv, d->badge, badge_value(u)};
+    return fcm_payload_new_mail(out, &nm);
+}
+
+static int payload_badge(const struct user *u, const struct store_device *d, const void *arg,
+                         struct rt_buf *out)
+{
+    (void)arg;
+    return is_ios(d) ? apns_payload_badge(out, badge_value(u))
+                     : fcm_payload_badge(out, d->push_token, badge_value(u));
+}
+
+static int payload_checkin(const struct user *u, const struct store_device *d, const void *arg,
+                           struct rt_buf *out)
+{
+    (void)u, (void)arg;
+    return is_ios(d) ? apns_payload_checkin(out) : fcm_payload_checkin(out, d->push_token);
+}
+
+struct push_kind {
+    const char *name;
+    const char *apns_push_type;
+    int priority; /* APNs; FCM's priority is inside its payload */
+    int needs_badge_pref;
+    int (*build)(const struct user *u, const struct store_device *d, const void *arg,
+                 struct rt_buf *out);
+};
+
+static const struct push_kind kNewMail = {"new-mail", "alert", 10, 0, payload_new_mail};
+static const struct push_kind kBadge = {"badge", "alert", 5, 1, payload_badge};
+static const struct push_kind kCheckin = {"checkin", "background", 5, 0, payload_checkin};
+
+/* push_all sends one kind of push to every unblocked device that wants it. */
+static void push_all(struct user *u, const struct push_kind *k, const void *arg)
 {
     for (size_t i = 0; i < u->rec->n_devices; i++) {
         const struct store_device *d = &u->rec->devices[i];
-        if (d->blocked)
+        if (d->blocked || (k->needs_badge_pref && !d->badge))
             continue;
-        if (strcmp(d->platform, "ios") != 0) {
-            RT_LOG_W("push.skip", "user=%s device=%s platform=%s: FCM is not implemented yet",
-                     u->uid, d->device_id, d->platform);
-            continue;
-        }
         struct rt_buf payload;
-        rt_buf_init(&payload, APNS_MAX_PAYLOAD);
-        struct apns_new_mail nm = {
-            .user_id = u->uid,
-            .sender = it->sender ? it->sender : "",
-            .subject = it->subject ? it->subject : "",
-            .preview = preview_parse(d->preview),
-            .badge_on = d->badge,
-            .badge = (uint32_t)(u->rec->badge > 0 ? u->rec->badge : 0),
-        };
-        if (apns_payload_new_mail(&payload, &nm) == 0)
-            push_to_device(u, d, "new-mail", "alert", 10, &payload);
+        rt_buf_init(&payload,
+                    APNS_MAX_PAYLOAD > FCM_MAX_PAYLOAD ? APNS_MAX_PAYLOAD : FCM_MAX_PAYLOAD);
+        if (k->build(u, d, arg, &payload) == 0)
+            push_to_device(u, d, k->name, k->apns_push_type, k->priority, &payload);
+        else
+            RT_LOG_W("push.build", "user=%s device=%s kind=%s: payload not built", u->uid,
+                     d->device_id, k->name);
         rt_buf_cleanup(&payload);
     }
 }
 
+static void push_new_mail(struct user *u, const struct fetched_item *it)
+{
+    push_all(u, &kNewMail, it);
+}
+
 static void push_badge(struct user *u)
 {
-    struct rt_buf payload;
-    rt_buf_init(&payload, APNS_MAX_PAYLOAD);
-    if (apns_payload_badge(&payload, (uint32_t)(u->rec->badge > 0 ? u->rec->badge : 0)) == 0) {
-        for (size_t i = 0; i < u->rec->n_devices; i++) {
-            const struct store_device *d = &u->rec->devices[i];
-            if (!d->blocked && d->badge && strcmp(d->platform, "ios") == 0)
-                push_to_device(u, d, "badge", "alert", 5, &payload);
-        }
-    }
-    rt_buf_cleanup(&payload);
+    push_all(u, &kBadge, NULL);
 }
 
 static void push_checkin(struct user *u)
@@ -393,16 +442,7 @@ static void push_checkin(struct user *u)
     if (u->last_checkin_push_ms && now - u->last_checkin_push_ms < ACT_USER_CHECKIN_EVERY_MS)
         return;
     u->last_checkin_push_ms = now;
-    struct rt_buf payload;
-    rt_buf_init(&payload, APNS_MAX_PAYLOAD);
-    if (apns_payload_checkin(&payload) == 0) {
-        for (size_t i = 0; i < u->rec->n_devices; i++) {
-            const struct store_device *d = &u->rec->devices[i];
-            if (!d->blocked && strcmp(d->platform, "ios") == 0)
-                push_to_device(u, d, "checkin", "background", 5, &payload);
-        }
-    }
-    rt_buf_cleanup(&payload);
+    push_all(u, &kCheckin, NULL);
 }
 
 /* ---- Subscribing (enrollment and self-repair) ---- */
@@ -919,14 +959,15 @@ static void on_push_result(struct user *u, struct rt_msg *m)
     d->last_push_at = wall_now();
     snprintf(d->last_push_result, sizeof(d->last_push_result), "%.*s",
              (int)sizeof(d->last_push_result) - 1,
-             r->cls == APNS_OK ? "ok" : (r->reason[0] ? r->reason : apns_class_name(r->cls)));
-    if (r->cls == APNS_OK)
+             r->cls == ACT_PUSH_OK ? "ok"
+                                   : (r->reason[0] ? r->reason : act_push_class_name(r->cls)));
+    if (r->cls == ACT_PUSH_OK)
         u->rec->counters.pushes_ok++;
     else
         u->rec->counters.pushes_failed++;
-    if (r->cls == APNS_UNREGISTERED) {
-        RT_LOG_I("user.device", "user=%s device=%s removed: APNs says %s", u->uid, d->device_id,
-                 r->reason);
+    if (r->cls == ACT_PUSH_UNREGISTERED) {
+        RT_LOG_I("user.device", "user=%s device=%s removed: the push service says %s", u->uid,
+                 d->device_id, r->reason);
         snprintf(u->op.removed[0], sizeof(u->op.removed[0]), "%s", d->device_id);
         u->op.n_removed = 1;
         store_user_remove_device(u->rec, r->device_id);

@@ -32,7 +32,7 @@
 #define FCM_MAX_PROJECT_ID     128
 #define FCM_MAX_EMAIL          256
 #define FCM_MAX_URL            1024
-#define FCM_MAX_ASSERTION      4096        /* RS256 JWT with a 4096-bit key: ~1.2 KB */
+#define FCM_MAX_ASSERTION      4096 /* RS256 JWT with a 4096-bit key: ~1.2 KB */
 #define FCM_MAX_ACCESS_TOKEN   2048
 #define FCM_MAX_TOKEN_RESPONSE (16 * 1024) /* body cap for the token endpoint's answer */
 #define FCM_ASSERTION_LIFE_S   3600        /* exp - iat, Google's maximum */
@@ -195,7 +195,9 @@ void fcm_client_free(struct fcm_client *c);
  * shared access token, fetching one first when there is none or it is
  * FCM_TOKEN_REFRESH_S old. Everything in |p| is copied.
  * Async contract: on an error return (ENS_EINVAL for a malformed push,
- * ENS_ECRYPTO if no assertion can be signed, ENS_EFULL when a queue is full)
+ * ENS_ECRYPTO if no assertion can be signed, ENS_EFULL when a queue is full,
+ * ENS_ECANCELED while freeing, or h1_client_request's error when the token
+ * request cannot be started)
  * |cb| never runs; on 0 it runs exactly once, never before fcm_send returns.
  * A 401 UNAUTHENTICATED is handled inside: fetch a new token, resend once. A
  * failed token request ends the push with err ENS_EAUTH (class FCM_FATAL when

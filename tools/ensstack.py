@@ -27,6 +27,7 @@ ROOT = os.path.dirname(HERE)
 PY = "/usr/bin/python3"
 
 TEAM_ID = "TEAMID1234"
+FCM_PROJECT = "ens-demo"
 KEY_ID = "KEYID12345"
 
 
@@ -72,7 +73,8 @@ class Stack:
         os.makedirs(self.dir, exist_ok=True)
         self.pki = os.path.join(self.dir, "pki")
         self.ports = {k: free_port() for k in
-                      ("redis", "ews", "ews_ctl", "apns", "apns_ctl", "public", "admin")}
+                      ("redis", "ews", "ews_ctl", "apns", "apns_ctl", "fcm", "fcm_token", "fcm_ctl",
+                       "public", "admin")}
         self.ctx = None
 
     # ---- processes ----
@@ -114,6 +116,18 @@ class Stack:
             "--key", os.path.join(self.pki, "server.key"),
             "--team-id", TEAM_ID, "--key-id", KEY_ID,
             "--key-pub", os.path.join(self.pki, "apns-pub.pem")], ready="ready")
+        self.service_account = os.path.join(self.pki, "fcm-service-account.json")
+        if not os.path.exists(self.service_account):
+            subprocess.check_call([PY, os.path.join(HERE, "fcm_sim.py"), "--make-service-account",
+                                   self.service_account, "--project-id", FCM_PROJECT])
+        self._spawn("fcm_sim", [
+            PY, os.path.join(HERE, "fcm_sim.py"),
+            "--listen", "127.0.0.1:%d" % self.ports["fcm"],
+            "--token-listen", "127.0.0.1:%d" % self.ports["fcm_token"],
+            "--control", "127.0.0.1:%d" % self.ports["fcm_ctl"],
+            "--cert", os.path.join(self.pki, "server.pem"),
+            "--key", os.path.join(self.pki, "server.key"),
+            "--service-account", self.service_account], ready="ready")
         self.write_config()
         self.start_ensd()
 
@@ -145,6 +159,10 @@ class Stack:
                      "team_id": TEAM_ID, "key_id": KEY_ID,
                      "key_file": os.path.join(p, "apns.p8"),
                      "ca_file": os.path.join(p, "ca.pem")},
+            "fcm": {"url": "https://127.0.0.1:%d" % self.ports["fcm"],
+                    "token_url": "https://127.0.0.1:%d/token" % self.ports["fcm_token"],
+                    "service_account_file": self.service_account,
+                    "ca_file": os.path.join(p, "ca.pem")},
             "admin": {"token_file": os.path.join(self.dir, "ens-admin.token")},
             "secrets": {"master_key_file": os.path.join(self.dir, "ens-master.key")},
             "runtime": {"threads": 2},
@@ -291,12 +309,12 @@ class Stack:
 
     def enrollment(self, email, password, device_id="device-1", token_hex="ab" * 32,
                    app_id="com.example.mail", ews_url=None, preview="full", badge=True,
-                   username=None, iat=None):
+                   username=None, iat=None, platform="ios"):
         return {
             "email": email,
             "ewsUrl": ews_url or "https://127.0.0.1:%d/EWS/Exchange.asmx" % self.ports["ews"],
             "auth": {"type": "basic", "username": username or email, "password": password},
-            "device": {"id": device_id, "platform": "ios", "pushToken": token_hex,
+            "device": {"id": device_id, "platform": platform, "pushToken": token_hex,
                        "appId": app_id, "environment": "production"},
             "preferences": {"preview": preview, "badge": badge},
             "iat": int(time.time()) if iat is None else iat,
@@ -307,6 +325,14 @@ class Stack:
         st, b, _ = self.public("POST", path, body, {
             "Authorization": "Bearer " + api_token, "Content-Type": "application/jose"})
         return st, json.loads(b) if b else None
+
+    def fcm_control(self, method, path, obj=None):
+        url = "http://127.0.0.1:%d%s" % (self.ports["fcm_ctl"], path)
+        body = json.dumps(obj).encode() if obj is not None else None
+        st, b, _ = self._request(method, url, body, {"Content-Type": "application/json"})
+        if st >= 300:
+            raise HttpError(st, b)
+        return json.loads(b) if b else None
 
     def pushes(self):
         return self.apns_control("GET", "/pushes")

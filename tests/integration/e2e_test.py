@@ -109,7 +109,7 @@ class EndToEnd(unittest.TestCase):
         s.redis_cli("BGREWRITEAOF")
         time.sleep(1.0)
         keys = [k for k in s.redis_cli("--raw", "KEYS", "*").split("\n") if k]
-        self.assertTrue(any(k.endswith(":cred:" + k.rsplit(":", 1)[-1]) for k in keys if ":cred:" in k))
+        self.assertTrue(any(k.startswith("ens:u:{") for k in keys), keys)  # the mailbox is there
         values = [subprocess.run(["redis-cli", "-p", str(s.ports["redis"]), "--raw", "DUMP", k],
                                  capture_output=True).stdout for k in keys]
         self.assertTrue(values)
@@ -392,6 +392,32 @@ class EndToEnd(unittest.TestCase):
         subjects = carol_subjects()
         self.assertEqual(subjects.count("Lost on the way"), 1, subjects)
         self.assertEqual(subjects.count("Reveals the gap"), 1, subjects)
+
+    def test_8_android_devices_get_fcm_data_messages(self):
+        s = self.s
+        erin = "erin@contoso.com"
+        token = "fcm-token_" + "x" * 40 + ":APA91b"
+        s.ews_control("POST", "/mailboxes", {"email": erin, "password": "pw-erin"})
+        st, resp = s.subscribe(self.token, s.enrollment(erin, "pw-erin", device_id="pixel-1",
+                                                        token_hex=token, platform="android",
+                                                        app_id="com.example.mail.android"))
+        self.assertEqual(st, 200, resp)
+        s.ews_control("POST", "/deliver", {"email": erin, "fromName": "Frank", "fromEmail": "f@x.com",
+                                            "subject": "Android says hi"})
+        msgs = ensstack.wait_for(lambda: s.fcm_control("GET", "/messages") or None, 20, "an FCM message")
+        m = msgs[-1]
+        self.assertEqual(m["path"], "/v1/projects/%s/messages:send" % ensstack.FCM_PROJECT)
+        self.assertEqual(m["message"], {
+            "token": token,
+            "data": {"type": "new-mail", "title": "Frank", "body": "Android says hi", "badge": "1",
+                     "userId": resp["userId"]},
+            "android": {"priority": "high"}})
+        # FCM says the token is gone: the device is removed.
+        s.fcm_control("POST", "/unregister", {"token": token})
+        s.ews_control("POST", "/deliver", {"email": erin, "fromName": "Frank", "fromEmail": "f@x.com",
+                                            "subject": "Nobody left"})
+        ensstack.wait_for(lambda: json.loads(s.admin("GET", "/admin/v1/users/" + resp["userId"])[1])["devices"] == [],
+                          20, "the unregistered Android device to be removed")
 
 
 if __name__ == "__main__":
