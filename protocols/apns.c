@@ -13,99 +13,7 @@
 #include "runtime/err.h"
 #include "runtime/log.h"
 #include "runtime/net.h"
-
-/* ---- JSON text with a byte budget ---- */
-
-static const char ELLIPSIS[] = "\xe2\x80\xa6"; /* U+2026, 3 bytes raw (push.md 8) */
-
-/* Decodes one code point from |s| (at most |n| bytes). Returns its length in
- * bytes, or 0 for an invalid sequence (overlongs, surrogates, > U+10FFFF). */
-static size_t utf8_next(const uint8_t *s, size_t n, uint32_t *cp)
-{
-    uint8_t b = s[0];
-    size_t len;
-    uint32_t v, min;
-    if (b < 0x80) {
-        *cp = b;
-        return 1;
-    } else if ((b & 0xe0) == 0xc0) {
-        len = 2, v = b & 0x1f, min = 0x80;
-    } else if ((b & 0xf0) == 0xe0) {
-        len = 3, v = b & 0x0f, min = 0x800;
-    } else if ((b & 0xf8) == 0xf0) {
-        len = 4, v = b & 0x07, min = 0x10000;
-    } else {
-        return 0;
-    }
-    if (n < len)
-        return 0;
-    for (size_t i = 1; i < len; i++) {
-        if ((s[i] & 0xc0) != 0x80)
-            return 0;
-        v = (v << 6) | (s[i] & 0x3f);
-    }
-    if (v < min || v > 0x10ffff || (v >= 0xd800 && v <= 0xdfff))
-        return 0;
-    *cp = v;
-    return len;
-}
-
-/* Appends |s| as the inside of a JSON string, using at most |budget| bytes. If
- * the text does not fit it stops on a code-point boundary and adds "…" within
- * the budget. Returns 0, or ENS_ETOOBIG when not even the ellipsis fits or the
- * buffer is full. */
-static int json_text(struct rt_buf *out, const char *s, size_t budget)
-{
-    const uint8_t *p = (const uint8_t *)s;
-    size_t n = strlen(s), used = 0;
-    size_t start = out->len;
-    while (n) {
-        uint32_t cp;
-        size_t k = utf8_next(p, n, &cp);
-        char esc[8];
-        const char *w;
-        size_t wl;
-        if (k == 0) {
-            /* Replace one bad byte with U+FFFD and resynchronise after it. */
-            w = "\xef\xbf\xbd", wl = 3, k = 1;
-        } else if (cp == '"' || cp == '\\') {
-            esc[0] = '\\', esc[1] = (char)cp, w = esc, wl = 2;
-        } else if (cp == '\r' || cp == '\n' || cp == '\t') {
-            w = " ", wl = 1;
-        } else if (cp < 0x20 || cp == 0x7f) {
-            snprintf(esc, sizeof(esc), "\\u%04x", (unsigned)cp);
-            w = esc, wl = 6;
-        } else {
-            w = (const char *)p, wl = k;
-        }
-        size_t left = n - k;
-        /* Keep room for the ellipsis unless this is the last code point. */
-        size_t reserve = left ? sizeof(ELLIPSIS) - 1 : 0;
-        if (used + wl + reserve > budget) {
-            if (used + sizeof(ELLIPSIS) - 1 > budget) {
-                out->len = start;
-                return ENS_ETOOBIG;
-            }
-            return rt_buf_append(out, ELLIPSIS, sizeof(ELLIPSIS) - 1);
-        }
-        if (rt_buf_append(out, w, wl) != 0)
-            return ENS_ETOOBIG;
-        used += wl;
-        p += k;
-        n = left;
-    }
-    return 0;
-}
-
-static int json_str(struct rt_buf *out, const char *s, size_t budget)
-{
-    if (rt_buf_append(out, "\"", 1))
-        return ENS_ETOOBIG;
-    int rv = json_text(out, s, budget);
-    if (rv == 0)
-        rv = rt_buf_append(out, "\"", 1);
-    return rv;
-}
+#include "protocols/json_text.h"
 
 /* ---- payloads ---- */
 
@@ -116,23 +24,23 @@ static int build_new_mail(struct rt_buf *out, const struct apns_new_mail *m, siz
     rt_buf_reset(out);
     int rv = rt_buf_append_str(out, "{\"aps\":{\"alert\":{\"title\":");
     if (m->preview == APNS_PREVIEW_NONE) {
-        rv = rv ? rv : json_str(out, generic, APNS_MAX_PAYLOAD);
+        rv = rv ? rv : json_str_append(out, generic, APNS_MAX_PAYLOAD);
     } else {
-        rv = rv ? rv : json_str(out, m->sender ? m->sender : "", sender_budget);
+        rv = rv ? rv : json_str_append(out, m->sender ? m->sender : "", sender_budget);
         rv = rv ? rv : rt_buf_append_str(out, ",\"body\":");
         if (m->preview == APNS_PREVIEW_FULL)
-            rv = rv ? rv : json_str(out, m->subject ? m->subject : "", subject_budget);
+            rv = rv ? rv : json_str_append(out, m->subject ? m->subject : "", subject_budget);
         else
-            rv = rv ? rv : json_str(out, generic, APNS_MAX_PAYLOAD);
+            rv = rv ? rv : json_str_append(out, generic, APNS_MAX_PAYLOAD);
     }
     rv = rv ? rv : rt_buf_append_str(out, "}");
     if (m->badge_on)
         rv = rv ? rv : rt_buf_appendf(out, ",\"badge\":%u", (unsigned)m->badge);
     rv = rv ? rv
             : rt_buf_append_str(out, ",\"sound\":\"default\",\"mutable-content\":1,\"thread-id\":");
-    rv = rv ? rv : json_str(out, m->user_id, APNS_MAX_PAYLOAD);
+    rv = rv ? rv : json_str_append(out, m->user_id, APNS_MAX_PAYLOAD);
     rv = rv ? rv : rt_buf_append_str(out, "},\"ens\":{\"type\":\"new-mail\",\"userId\":");
-    rv = rv ? rv : json_str(out, m->user_id, APNS_MAX_PAYLOAD);
+    rv = rv ? rv : json_str_append(out, m->user_id, APNS_MAX_PAYLOAD);
     rv = rv ? rv : rt_buf_append_str(out, "}}");
     if (rv == 0 && out->len > APNS_MAX_PAYLOAD)
         rv = ENS_ETOOBIG;
@@ -146,7 +54,7 @@ int apns_payload_new_mail(struct rt_buf *out, const struct apns_new_mail *m)
     if (build_new_mail(out, m, APNS_MAX_PAYLOAD, APNS_MAX_SENDER_BYTES) == 0)
         return 0;
     /* Too long: measure the payload around an empty subject, then give the
-     * subject exactly what is left. json_text never exceeds its budget. */
+     * subject exactly what is left. json_text_append never exceeds its budget. */
     struct apns_new_mail empty = *m;
     empty.subject = "";
     int rv = build_new_mail(out, &empty, 0, APNS_MAX_SENDER_BYTES);

@@ -18,6 +18,7 @@
 #include "runtime/b64.h"
 #include "runtime/buf.h"
 #include "runtime/err.h"
+#include "runtime/file.h"
 
 #define APNS_JWT_MAX_ID  32
 #define APNS_JWT_MAX_LEN 512 /* header + claims + signature, encoded */
@@ -52,28 +53,6 @@ static int id_ok(const char *s)
     return 1;
 }
 
-/* Reads at most APNS_JWT_MAX_KEY_FILE bytes of |path| into |out|. */
-static int read_key_file(const char *path, struct rt_buf *out)
-{
-    FILE *f = fopen(path, "rb");
-    if (!f)
-        return ENS_ENOTFOUND;
-    uint8_t chunk[1024];
-    size_t n;
-    int rv = 0;
-    while ((n = fread(chunk, 1, sizeof(chunk), f)) > 0) {
-        if (rt_buf_append(out, chunk, n) != 0) {
-            rv = ENS_ETOOBIG;
-            break;
-        }
-    }
-    if (ferror(f))
-        rv = ENS_EIO;
-    fclose(f);
-    ens_wipe(chunk, sizeof(chunk));
-    return rv;
-}
-
 static void set_err(char *err, size_t errlen, const char *msg)
 {
     if (err && errlen)
@@ -89,7 +68,7 @@ struct apns_jwt *apns_jwt_new(const char *key_file, const char *team_id, const c
     }
     struct rt_buf pem;
     rt_buf_init(&pem, APNS_JWT_MAX_KEY_FILE);
-    if (read_key_file(key_file, &pem) != 0) {
+    if (rt_file_read(key_file, &pem) != 0) {
         rt_buf_cleanup_secret(&pem);
         set_err(err, errlen, "apns: cannot read the key file");
         return NULL;

@@ -16,103 +16,10 @@
 #include "runtime/alloc.h"
 #include "runtime/b64.h"
 #include "runtime/err.h"
+#include "runtime/file.h"
 #include "runtime/log.h"
 #include "runtime/net.h"
-
-/* ---- JSON text with a byte budget ----
- * The same rules as protocols/apns.c (push.md 8 payload budget); kept private
- * so that the two transports can evolve their payloads independently. */
-
-static const char ELLIPSIS[] = "\xe2\x80\xa6"; /* U+2026, 3 bytes raw (push.md 8) */
-
-/* Decodes one code point from |s| (at most |n| bytes). Returns its length in
- * bytes, or 0 for an invalid sequence (overlongs, surrogates, > U+10FFFF). */
-static size_t utf8_next(const uint8_t *s, size_t n, uint32_t *cp)
-{
-    uint8_t b = s[0];
-    size_t len;
-    uint32_t v, min;
-    if (b < 0x80) {
-        *cp = b;
-        return 1;
-    } else if ((b & 0xe0) == 0xc0) {
-        len = 2, v = b & 0x1f, min = 0x80;
-    } else if ((b & 0xf0) == 0xe0) {
-        len = 3, v = b & 0x0f, min = 0x800;
-    } else if ((b & 0xf8) == 0xf0) {
-        len = 4, v = b & 0x07, min = 0x10000;
-    } else {
-        return 0;
-    }
-    if (n < len)
-        return 0;
-    for (size_t i = 1; i < len; i++) {
-        if ((s[i] & 0xc0) != 0x80)
-            return 0;
-        v = (v << 6) | (s[i] & 0x3f);
-    }
-    if (v < min || v > 0x10ffff || (v >= 0xd800 && v <= 0xdfff))
-        return 0;
-    *cp = v;
-    return len;
-}
-
-/* Appends |s| as the inside of a JSON string, using at most |budget| bytes. If
- * the text does not fit it stops on a code-point boundary and adds "…" within
- * the budget. 0, or ENS_ETOOBIG when not even the ellipsis fits or the buffer
- * is full. */
-static int json_text(struct rt_buf *out, const char *s, size_t budget)
-{
-    const uint8_t *p = (const uint8_t *)s;
-    size_t n = strlen(s), used = 0;
-    size_t start = out->len;
-    while (n) {
-        uint32_t cp;
-        size_t k = utf8_next(p, n, &cp);
-        char esc[8];
-        const char *w;
-        size_t wl;
-        if (k == 0) {
-            /* Replace one bad byte with U+FFFD and resynchronise after it. */
-            w = "\xef\xbf\xbd", wl = 3, k = 1;
-        } else if (cp == '"' || cp == '\\') {
-            esc[0] = '\\', esc[1] = (char)cp, w = esc, wl = 2;
-        } else if (cp == '\r' || cp == '\n' || cp == '\t') {
-            w = " ", wl = 1;
-        } else if (cp < 0x20 || cp == 0x7f) {
-            snprintf(esc, sizeof(esc), "\\u%04x", (unsigned)cp);
-            w = esc, wl = 6;
-        } else {
-            w = (const char *)p, wl = k;
-        }
-        size_t left = n - k;
-        /* Keep room for the ellipsis unless this is the last code point. */
-        size_t reserve = left ? sizeof(ELLIPSIS) - 1 : 0;
-        if (used + wl + reserve > budget) {
-            if (used + sizeof(ELLIPSIS) - 1 > budget) {
-                out->len = start;
-                return ENS_ETOOBIG;
-            }
-            return rt_buf_append(out, ELLIPSIS, sizeof(ELLIPSIS) - 1);
-        }
-        if (rt_buf_append(out, w, wl) != 0)
-            return ENS_ETOOBIG;
-        used += wl;
-        p += k;
-        n = left;
-    }
-    return 0;
-}
-
-static int json_str(struct rt_buf *out, const char *s, size_t budget)
-{
-    if (rt_buf_append(out, "\"", 1))
-        return ENS_ETOOBIG;
-    int rv = json_text(out, s, budget);
-    if (rv == 0)
-        rv = rt_buf_append(out, "\"", 1);
-    return rv;
-}
+#include "protocols/json_text.h"
 
 /* ---- payloads ---- */
 
@@ -156,19 +63,19 @@ static int build_new_mail(struct rt_buf *out, const struct fcm_new_mail *m, size
     int rv = message_open(out, m->token, "new-mail");
     rv = rv ? rv : rt_buf_append_str(out, ",\"title\":");
     if (m->preview == FCM_PREVIEW_NONE) {
-        rv = rv ? rv : json_str(out, generic, FCM_MAX_PAYLOAD);
+        rv = rv ? rv : json_str_append(out, generic, FCM_MAX_PAYLOAD);
     } else {
-        rv = rv ? rv : json_str(out, m->sender ? m->sender : "", sender_budget);
+        rv = rv ? rv : json_str_append(out, m->sender ? m->sender : "", sender_budget);
         rv = rv ? rv : rt_buf_append_str(out, ",\"body\":");
         if (m->preview == FCM_PREVIEW_FULL)
-            rv = rv ? rv : json_str(out, m->subject ? m->subject : "", subject_budget);
+            rv = rv ? rv : json_str_append(out, m->subject ? m->subject : "", subject_budget);
         else
-            rv = rv ? rv : json_str(out, generic, FCM_MAX_PAYLOAD);
+            rv = rv ? rv : json_str_append(out, generic, FCM_MAX_PAYLOAD);
     }
     if (m->badge_on)
         rv = rv ? rv : rt_buf_appendf(out, ",\"badge\":\"%u\"", (unsigned)m->badge);
     rv = rv ? rv : rt_buf_append_str(out, ",\"userId\":");
-    rv = rv ? rv : json_str(out, m->user_id, FCM_MAX_PAYLOAD);
+    rv = rv ? rv : json_str_append(out, m->user_id, FCM_MAX_PAYLOAD);
     rv = rv ? rv : message_close(out, "high");
     return rv;
 }
@@ -181,7 +88,7 @@ int fcm_payload_new_mail(struct rt_buf *out, const struct fcm_new_mail *m)
     if (build_new_mail(out, m, FCM_MAX_PAYLOAD, FCM_MAX_SENDER_BYTES) == 0)
         return 0;
     /* Too long: measure the message around an empty subject, then give the
-     * subject exactly what is left. json_text never exceeds its budget. */
+     * subject exactly what is left. json_text_append never exceeds its budget. */
     struct fcm_new_mail empty = *m;
     empty.subject = "";
     int rv = build_new_mail(out, &empty, 0, FCM_MAX_SENDER_BYTES);
@@ -364,28 +271,6 @@ static void set_err(char *err, size_t errlen, const char *msg)
         snprintf(err, errlen, "%s", msg);
 }
 
-/* Reads at most FCM_MAX_ACCOUNT_FILE bytes of |path| into |out| (a secret). */
-static int read_secret_file(const char *path, struct rt_buf *out)
-{
-    FILE *f = fopen(path, "rb");
-    if (!f)
-        return ENS_ENOTFOUND;
-    uint8_t chunk[1024];
-    size_t n;
-    int rv = 0;
-    while ((n = fread(chunk, 1, sizeof(chunk), f)) > 0) {
-        if (rt_buf_append(out, chunk, n) != 0) {
-            rv = ENS_ETOOBIG;
-            break;
-        }
-    }
-    if (ferror(f))
-        rv = ENS_EIO;
-    fclose(f);
-    ens_wipe(chunk, sizeof(chunk));
-    return rv;
-}
-
 static int project_id_ok(const char *s)
 {
     size_t n = strlen(s);
@@ -423,7 +308,7 @@ struct fcm_account *fcm_account_load(const char *path, char *err, size_t errlen)
     }
     struct rt_buf file;
     rt_buf_init(&file, FCM_MAX_ACCOUNT_FILE);
-    if (read_secret_file(path, &file) != 0) {
+    if (rt_file_read(path, &file) != 0) {
         rt_buf_cleanup_secret(&file);
         set_err(err, errlen, "fcm: cannot read the service account file");
         return NULL;
@@ -512,7 +397,7 @@ int fcm_account_assertion(const struct fcm_account *a, const char *aud, uint64_t
     /* client_email was checked to need no escaping; the URL is escaped. */
     if (rt_buf_appendf(&part, "{\"iss\":\"%s\",\"scope\":\"%s\",\"aud\":", a->client_email,
                        FCM_OAUTH_SCOPE) ||
-        json_str(&part, aud, FCM_MAX_URL) ||
+        json_str_append(&part, aud, FCM_MAX_URL) ||
         rt_buf_appendf(&part, ",\"iat\":%llu,\"exp\":%llu}", (unsigned long long)now,
                        (unsigned long long)(now + FCM_ASSERTION_LIFE_S)) ||
         b64_encode(out, rt_buf_span(&part), 1))

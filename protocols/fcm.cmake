@@ -2,7 +2,7 @@
 # the HTTP/2 client (push.md section 2).
 ens_module(ens_fcm
   SOURCES protocols/fcm.c
-  LIBS ens_h2 ens_http ens_net ens_base ens_boringssl PkgConfig::CJSON)
+  LIBS ens_h2 ens_http ens_net ens_json_text ens_base ens_boringssl PkgConfig::CJSON)
 
 ens_unit_test(fcm_test SOURCES tests/unit/protocols/fcm_test.c LIBS ens_fcm TIMEOUT 30)
 

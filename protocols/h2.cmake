@@ -5,7 +5,7 @@ ens_module(ens_h2
 
 ens_module(ens_apns
   SOURCES protocols/apns.c protocols/apns_jwt.c
-  LIBS ens_h2 ens_net ens_base ens_boringssl PkgConfig::CJSON)
+  LIBS ens_h2 ens_net ens_json_text ens_base ens_boringssl PkgConfig::CJSON)
 
 ens_unit_test(apns_test SOURCES tests/unit/protocols/apns_test.c LIBS ens_apns TIMEOUT 30)
 ens_unit_test(h2_client_test SOURCES tests/unit/protocols/h2_client_test.c LIBS ens_h2 TIMEOUT 30)

@@ -17,6 +17,7 @@
 #include "runtime/alloc.h"
 #include "runtime/b64.h"
 #include "runtime/err.h"
+#include "runtime/file.h"
 #include "runtime/span.h"
 
 enum cfg_type { CFG_STRING, CFG_PATH, CFG_HOSTPORT, CFG_URL, CFG_INT, CFG_BOOL, CFG_ENUM };
@@ -663,33 +664,19 @@ static int set_dir(struct cfg_load *L, const char *path)
 
 static int read_file(struct cfg_load *L, const char *path, struct rt_buf *out)
 {
-    FILE *f = fopen(path, "rb");
-    if (f == NULL) {
+    rt_buf_init(out, CONFIG_MAX_FILE_BYTES);
+    int rc = rt_file_read(path, out);
+    if (rc == ENS_ENOTFOUND)
         cfg_errorf(L, "%s: cannot open: %s", path, strerror(errno));
+    else if (rc == ENS_ETOOBIG)
+        cfg_errorf(L, "%s: larger than the limit of %d bytes", path, CONFIG_MAX_FILE_BYTES);
+    else if (rc)
+        cfg_errorf(L, "%s: cannot read: %s", path, strerror(errno));
+    if (rc != 0) {
+        rt_buf_cleanup(out);
         return ENS_ECONFIG;
     }
-    rt_buf_init(out, CONFIG_MAX_FILE_BYTES);
-    char chunk[4096];
-    int rc = 0;
-    for (;;) {
-        size_t n = fread(chunk, 1, sizeof(chunk), f);
-        if (n > 0 && rt_buf_append(out, chunk, n) != 0) {
-            cfg_errorf(L, "%s: larger than the limit of %d bytes", path, CONFIG_MAX_FILE_BYTES);
-            rc = ENS_ECONFIG;
-            break;
-        }
-        if (n < sizeof(chunk)) {
-            if (ferror(f)) {
-                cfg_errorf(L, "%s: cannot read: %s", path, strerror(errno));
-                rc = ENS_ECONFIG;
-            }
-            break;
-        }
-    }
-    fclose(f);
-    if (rc != 0)
-        rt_buf_cleanup(out);
-    return rc;
+    return 0;
 }
 
 static void where(const struct rt_buf *text, const char *at, int *line, int *col)
