@@ -21,6 +21,7 @@
 #include "actors/user.h"
 #include "persistence/store_admin.h"
 #include "protocols/apns.h"
+#include "protocols/enroll.h"
 #include "protocols/h1_server.h"
 #include "protocols/jwe.h"
 #include "protocols/limits.h"
@@ -31,7 +32,6 @@
 #include "runtime/log.h"
 #include "runtime/net.h"
 
-#define API_IAT_WINDOW_S      600
 #define API_MAX_TOKEN_BYTES   512
 #define API_MAX_ALLOW_ENTRIES 256
 
@@ -95,25 +95,6 @@ static int str_field(cJSON *obj, const char *name, size_t min, size_t max, const
     return 1;
 }
 
-static int is_hex(const char *s)
-{
-    for (; *s; s++) {
-        if (!((*s >= '0' && *s <= '9') || (*s >= 'a' && *s <= 'f') || (*s >= 'A' && *s <= 'F')))
-            return 0;
-    }
-    return 1;
-}
-
-static int preview_rank(const char *p)
-{
-    static const char *const kOrder[] = {"none", "sender", "full"};
-    for (int i = 0; i < 3; i++) {
-        if (strcmp(p, kOrder[i]) == 0)
-            return i;
-    }
-    return -1;
-}
-
 /* host_allowed reports whether the EWS URL's host is in the tenant's allow-list
  * (JSON array of host names or domains; empty or absent allows any). */
 static int host_allowed(const char *allow_json, const char *url)
@@ -149,138 +130,86 @@ static int host_allowed(const char *allow_json, const char *url)
     return ok;
 }
 
-/* wipe_json overwrites every string of |j| (it may hold credentials). */
-static void wipe_json(cJSON *j)
-{
-    for (cJSON *it = j; it; it = it->next) {
-        if (cJSON_IsString(it) && it->valuestring)
-            OPENSSL_cleanse(it->valuestring, strlen(it->valuestring));
-        if (it->child)
-            wipe_json(it->child);
-    }
-}
-
 /* enroll_build validates the decrypted payload into |e|. On a refusal it
  * writes the HTTP status, error code and message and returns 0. */
-static int enroll_build(struct enroll_req *r, const struct store_tenant *t, cJSON *p,
+/* enroll_build turns the decrypted payload into |e| under the tenant's policy.
+ * On a refusal it writes the HTTP status, error code and message and returns 0. */
+static int enroll_build(struct enroll_req *r, const struct store_tenant *t, struct span plain,
                         struct act_enroll_msg *e, int *status, const char **code, char *msg,
                         size_t msglen)
 {
-    const char *s;
+    static const struct {
+        enum enroll_result r;
+        int status;
+        const char *code;
+    } kResults[] = {
+        {ENROLL_NOT_JSON, 400, "bad_request"},
+        {ENROLL_STALE, 400, "stale_request"},
+        {ENROLL_INVALID, 422, "invalid_field"},
+        {ENROLL_UNSUPPORTED, 422, "invalid_field"},
+    };
+    struct enroll_payload p;
+    const char *field;
+    int64_t now = (int64_t)time(NULL);
+    enum enroll_result res = enroll_parse(plain, now, &p, &field);
     *status = 422;
     *code = "invalid_field";
-#define REFUSE(...)                                                                                \
-    do {                                                                                           \
-        snprintf(msg, msglen, __VA_ARGS__);                                                        \
-        return 0;                                                                                  \
-    } while (0)
-    if (!cJSON_IsObject(p))
-        REFUSE("body: expected a JSON object");
-    cJSON *iat = cJSON_GetObjectItemCaseSensitive(p, "iat");
-    if (!cJSON_IsNumber(iat))
-        REFUSE("iat");
-    double now = (double)time(NULL);
-    if (iat->valuedouble < now - API_IAT_WINDOW_S || iat->valuedouble > now + API_IAT_WINDOW_S) {
-        *status = 400;
-        *code = "stale_request";
-        REFUSE("iat is outside the accepted window of %d seconds", API_IAT_WINDOW_S);
+    int ok = 0;
+    if (res != ENROLL_OK) {
+        for (size_t i = 0; i < sizeof(kResults) / sizeof(kResults[0]); i++) {
+            if (kResults[i].r == res) {
+                *status = kResults[i].status;
+                *code = kResults[i].code;
+            }
+        }
+        if (res == ENROLL_STALE)
+            snprintf(msg, msglen, "iat is outside the accepted window of %d seconds",
+                     ENROLL_IAT_WINDOW_S);
+        else if (res == ENROLL_UNSUPPORTED)
+            snprintf(msg, msglen, "%s: not supported by this server yet", field);
+        else if (res == ENROLL_NOT_JSON)
+            snprintf(msg, msglen, "the decrypted payload is not a JSON object");
+        else
+            snprintf(msg, msglen, "%s", field);
+        goto out;
     }
-    e->now = (int64_t)now;
-    if (!str_field(p, "email", 3, STORE_MAX_EMAIL, &s) || strchr(s, '@') == NULL || strchr(s, ' '))
-        REFUSE("email");
-    snprintf(e->email, sizeof(e->email), "%s", s);
-    cJSON *ews = cJSON_GetObjectItemCaseSensitive(p, "ewsUrl");
-    if (ews == NULL || cJSON_IsNull(ews)) {
+    char why[128];
+    if (p.ews_url[0] == '\0') {
         *status = 502;
         *code = "autodiscover_failed";
-        REFUSE("Autodiscover is not available on this server yet: send ewsUrl");
-    }
-    if (!str_field(p, "ewsUrl", 8, STORE_MAX_EWS_URL, &s) || strncmp(s, "https://", 8) != 0)
-        REFUSE("ewsUrl: expected an https URL");
-    char why[128];
-    if (ews_url_check(r->app, s, why, sizeof(why)) != 0)
-        REFUSE("%s", why);
-    if (!host_allowed(t->ews_allow_json, s))
-        REFUSE("ewsUrl: host not allowed for this tenant");
-    snprintf(e->ews_url, sizeof(e->ews_url), "%s", s);
-
-    cJSON *auth = cJSON_GetObjectItemCaseSensitive(p, "auth");
-    if (!cJSON_IsObject(auth) || !str_field(auth, "type", 1, 16, &s))
-        REFUSE("auth.type");
-    const char *u, *pw;
-    if (strcmp(s, "basic") == 0) {
-        if (!str_field(auth, "username", 1, 512, &u))
-            REFUSE("auth.username");
-        if (!str_field(auth, "password", 1, 1024, &pw))
-            REFUSE("auth.password");
-    } else if (strcmp(s, "oauth") == 0) {
-        if (!str_field(auth, "accessToken", 1, 16384, &pw))
-            REFUSE("auth.accessToken");
-    } else if (strcmp(s, "certificate") == 0) {
-        REFUSE("auth.type: certificate authentication is not supported yet");
+        snprintf(msg, msglen, "Autodiscover is not available on this server yet: send ewsUrl");
+    } else if (strncmp(p.ews_url, "https://", 8) != 0) {
+        snprintf(msg, msglen, "ewsUrl: expected an https URL");
+    } else if (ews_url_check(r->app, p.ews_url, why, sizeof(why)) != 0) {
+        snprintf(msg, msglen, "%s", why);
+    } else if (!host_allowed(t->ews_allow_json, p.ews_url)) {
+        snprintf(msg, msglen, "ewsUrl: host not allowed for this tenant");
+    } else if (rt_buf_append_span(&e->creds, rt_buf_span(&p.creds)) != 0) {
+        snprintf(msg, msglen, "auth: too large");
     } else {
-        REFUSE("auth.type");
+        ok = 1;
     }
-    snprintf(e->auth_type, sizeof(e->auth_type), "%s", s);
-    char *creds = cJSON_PrintUnformatted(auth);
-    int rc = creds ? rt_buf_append_str(&e->creds, creds) : ENS_ENOMEM;
-    if (creds) {
-        OPENSSL_cleanse(creds, strlen(creds));
-        cJSON_free(creds);
-    }
-    if (rc)
-        REFUSE("auth: too large");
-
-    cJSON *dev = cJSON_GetObjectItemCaseSensitive(p, "device");
+    if (!ok)
+        goto out;
+    e->now = now;
+    snprintf(e->email, sizeof(e->email), "%s", p.email);
+    snprintf(e->ews_url, sizeof(e->ews_url), "%s", p.ews_url);
+    snprintf(e->auth_type, sizeof(e->auth_type), "%s", p.auth_type);
     struct store_device *d = &e->dev;
-    if (!cJSON_IsObject(dev))
-        REFUSE("device");
-    if (!str_field(dev, "id", 1, STORE_MAX_CLIENT_ID, &s))
-        REFUSE("device.id");
-    snprintf(d->client_id, sizeof(d->client_id), "%s", s);
-    if (!str_field(dev, "platform", 1, 7, &s) ||
-        (strcmp(s, "ios") != 0 && strcmp(s, "android") != 0))
-        REFUSE("device.platform");
-    snprintf(d->platform, sizeof(d->platform), "%s", s);
-    int ios = strcmp(d->platform, "ios") == 0;
-    if (!str_field(dev, "pushToken", 1, ios ? APNS_MAX_TOKEN_HEX : STORE_MAX_PUSH_TOKEN, &s) ||
-        (ios && (!is_hex(s) || strlen(s) % 2 != 0 || strlen(s) < 16)))
-        REFUSE("device.pushToken");
-    snprintf(d->push_token, sizeof(d->push_token), "%s", s);
-    if (!str_field(dev, "appId", 1, STORE_MAX_APP_ID, &s) || strchr(s, ' '))
-        REFUSE("device.appId");
-    snprintf(d->app_id, sizeof(d->app_id), "%s", s);
-    snprintf(d->environment, sizeof(d->environment), "production");
-    if (cJSON_GetObjectItemCaseSensitive(dev, "environment")) {
-        if (!str_field(dev, "environment", 1, 11, &s) ||
-            (strcmp(s, "production") != 0 && strcmp(s, "sandbox") != 0))
-            REFUSE("device.environment");
-        snprintf(d->environment, sizeof(d->environment), "%s", s);
-    }
-    snprintf(d->preview, sizeof(d->preview), "full");
-    d->badge = 1;
-    cJSON *prefs = cJSON_GetObjectItemCaseSensitive(p, "preferences");
-    if (prefs && !cJSON_IsNull(prefs)) {
-        if (!cJSON_IsObject(prefs))
-            REFUSE("preferences");
-        if (cJSON_GetObjectItemCaseSensitive(prefs, "preview")) {
-            if (!str_field(prefs, "preview", 1, 7, &s) || preview_rank(s) < 0)
-                REFUSE("preferences.preview");
-            snprintf(d->preview, sizeof(d->preview), "%s", s);
-        }
-        cJSON *badge = cJSON_GetObjectItemCaseSensitive(prefs, "badge");
-        if (badge) {
-            if (!cJSON_IsBool(badge))
-                REFUSE("preferences.badge");
-            d->badge = cJSON_IsTrue(badge);
-        }
-    }
+    snprintf(d->client_id, sizeof(d->client_id), "%s", p.device_id);
+    snprintf(d->platform, sizeof(d->platform), "%s", p.platform);
+    snprintf(d->push_token, sizeof(d->push_token), "%s", p.push_token);
+    snprintf(d->app_id, sizeof(d->app_id), "%s", p.app_id);
+    snprintf(d->environment, sizeof(d->environment), "%s", p.environment);
+    snprintf(d->preview, sizeof(d->preview), "%s", p.preview);
+    d->badge = p.badge;
     /* The tenant's cap wins over the device's wish. */
-    if (preview_rank(t->preview_cap) >= 0 &&
-        preview_rank(t->preview_cap) < preview_rank(d->preview))
+    if (enroll_preview_rank(t->preview_cap) >= 0 &&
+        enroll_preview_rank(t->preview_cap) < enroll_preview_rank(d->preview))
         snprintf(d->preview, sizeof(d->preview), "%s", t->preview_cap);
-#undef REFUSE
-    return 1;
+out:
+    enroll_payload_cleanup(&p);
+    return ok;
 }
 
 static void enroll_with_tenant(int err, struct store_tenant *t, void *ud)
@@ -312,12 +241,6 @@ static void enroll_with_tenant(int err, struct store_tenant *t, void *ud)
                                  "the body is not a JWE this server can decrypt");
         goto out;
     }
-    cJSON *p = cJSON_ParseWithLength((const char *)plain.data, plain.len);
-    rt_buf_cleanup_secret(&plain);
-    if (p == NULL) {
-        h1_req_respond_error(req, 400, "bad_request", "the decrypted payload is not JSON");
-        goto out;
-    }
     struct act_enroll_msg *e = act_enroll_msg_new();
     e->reply = reply_to(req);
     e->checkin = r->checkin;
@@ -325,9 +248,8 @@ static void enroll_with_tenant(int err, struct store_tenant *t, void *ud)
     int status;
     const char *code;
     char msg[160];
-    int ok = enroll_build(r, t, p, e, &status, &code, msg, sizeof(msg));
-    wipe_json(p);
-    cJSON_Delete(p);
+    int ok = enroll_build(r, t, rt_buf_span(&plain), e, &status, &code, msg, sizeof(msg));
+    rt_buf_cleanup_secret(&plain);
     if (!ok) {
         rt_msg_free(&e->hdr);
         h1_req_respond_error(req, status, code, msg);

@@ -33,6 +33,18 @@
 #define JOSE_MAX_HEADER_JSON 4096
 #define JOSE_MAX_PLAINTEXT   (48 * 1024)
 
+/* Enrollment payload (API.md 1.2), after decryption */
+#define ENROLL_MAX_EMAIL      320
+#define ENROLL_MAX_URL        2048
+#define ENROLL_MAX_DEVICE_ID  128
+#define ENROLL_MAX_PUSH_TOKEN 512 /* FCM registration tokens; APNs tokens are hex, at most 200 */
+#define ENROLL_MAX_APNS_TOKEN 200
+#define ENROLL_MAX_APP_ID     256
+#define ENROLL_MAX_USERNAME   512
+#define ENROLL_MAX_PASSWORD   1024
+#define ENROLL_MAX_OAUTH      16384 /* OAuth access tokens run to several KB */
+#define ENROLL_IAT_WINDOW_S   600
+
 /* Push */
 #define APNS_MAX_PAYLOAD 4096
 #define FCM_MAX_PAYLOAD  4096
