@@ -1,9 +1,7 @@
 #include "persistence/store_user.h"
 
-#include <cjson/cJSON.h>
 #include <hiredis/hiredis.h>
 #include <limits.h>
-#include <math.h>
 #include <openssl/rand.h>
 #include <stddef.h>
 #include <stdio.h>
@@ -14,9 +12,8 @@
 #include "runtime/err.h"
 #include "runtime/log.h"
 
-#define STORE_MAX_KEY    (STORE_MAX_SUB_ID + 64)
+#define STORE_MAX_KEY    64 /* "ens:idx:dev:" or "ens:u:{}" around a 22-char id */
 #define STORE_MAX_REMOVE (2 * STORE_MAX_DEVICES)
-#define JSON_MAX_INT     9007199254740992.0 /* 2^53: doubles are exact below */
 
 /* ---- names ---- */
 
@@ -146,40 +143,438 @@ int store_user_remove_device(struct store_user *u, const char *device_id)
     u->n_devices--;
     return 0;
 }
+/* ---- records ----
+ *
+ * The mailbox and its devices are stored as compact binary records rather than
+ * one hash field per value: a hash holding any value longer than
+ * hash-max-listpack-value (64 bytes by default) becomes a real hashtable, which
+ * costs about 60 bytes per field, and a subscription id, an EWS URL or a
+ * sealed blob is often longer than that. See docs/redis.md for the figures.
+ *
+ * A record is a run of items, each a tag byte and a value; tags rise strictly
+ * (so no field appears twice), and a field at its default (empty string, zero,
+ * the first name of its set) is left out and refused when present. Numbers
+ * are minimal LEB128 varints, signed ones zigzagged. A string is a varint
+ * header (stored length << 2 | kind) and the stored bytes; the kind says
+ * whether they are the text itself or the bytes its canonical hex, base64 or
+ * base64url spelling encodes (enum str_kind), which shrinks push tokens, key
+ * hashes, subscription ids, watermarks and our ids by a quarter to a half. So
+ * every record has exactly one encoding: decoding then encoding gives back the
+ * same bytes, which the fuzzer checks. */
 
-/* ---- device JSON ---- */
+#define REC_MAX_VARINT  10   /* bytes of a 64-bit LEB128 varint */
+#define REC_VERSION     1    /* first byte of a mailbox record */
+#define REC_TAG_DEVICE  0x80 /* a device inside a mailbox record; repeats */
+#define REC_MAX_DEV_REC (STORE_ID_CHARS + 2 + STORE_MAX_DEVICE_RECORD) /* id, then body */
 
-enum dfield_type { DF_STR, DF_BOOL, DF_I64 };
+enum rtype { RT_STR, RT_ENUM, RT_BOOL, RT_U16, RT_U32, RT_U64, RT_INT, RT_I64, RT_STATE };
 
-struct dfield {
-    const char *name;
-    enum dfield_type type;
+/* One row per field; the tag of row i is i + 1. */
+struct rfield {
+    const char *name; /* for logs and docs */
+    enum rtype type;
     size_t off;
-    size_t cap; /* array size for DF_STR */
-    int required;
+    size_t cap;               /* array size for RT_STR and RT_ENUM */
+    const char *const *names; /* RT_ENUM: the set, names[0] is the default */
 };
 
-#define DSTR(n, f, req)                                                                            \
+#define RSTR(T, n, f)                                                                              \
     {                                                                                              \
-        n, DF_STR, offsetof(struct store_device, f), sizeof(((struct store_device *)0)->f), req    \
+        n, RT_STR, offsetof(T, f), sizeof(((T *)0)->f), NULL                                       \
     }
-#define DBOOL(n, f)                                                                                \
+#define RENUM(T, n, f, set)                                                                        \
     {                                                                                              \
-        n, DF_BOOL, offsetof(struct store_device, f), 0, 0                                         \
+        n, RT_ENUM, offsetof(T, f), sizeof(((T *)0)->f), set                                       \
     }
-#define DI64(n, f)                                                                                 \
+#define RNUM(T, n, t, f)                                                                           \
     {                                                                                              \
-        n, DF_I64, offsetof(struct store_device, f), 0, 0                                          \
+        n, t, offsetof(T, f), 0, NULL                                                              \
     }
 
-/* Short member names: a mailbox aims at well under 1 KiB in Redis. */
-static const struct dfield kDeviceFields[] = {
-    DSTR("c", client_id, 1), DSTR("p", platform, 1),    DSTR("t", push_token, 1),
-    DSTR("a", app_id, 0),    DSTR("e", environment, 1), DSTR("k", key_hash, 1),
-    DSTR("v", preview, 1),   DBOOL("b", badge),         DBOOL("x", blocked),
-    DI64("ct", created_at),  DI64("lp", last_push_at),  DSTR("lr", last_push_result, 0),
+static const struct rfield kDeviceFields[] = {
+    RSTR(struct store_device, "client_id", client_id),
+    RENUM(struct store_device, "platform", platform, kPlatforms),
+    RSTR(struct store_device, "push_token", push_token),
+    RSTR(struct store_device, "app_id", app_id),
+    RENUM(struct store_device, "environment", environment, kEnvironments),
+    RSTR(struct store_device, "key_hash", key_hash),
+    RENUM(struct store_device, "preview", preview, kPreviews),
+    RNUM(struct store_device, "badge", RT_BOOL, badge),
+    RNUM(struct store_device, "blocked", RT_BOOL, blocked),
+    RNUM(struct store_device, "created_at", RT_I64, created_at),
+    RNUM(struct store_device, "last_push_at", RT_I64, last_push_at),
+    RSTR(struct store_device, "last_push_result", last_push_result),
 };
 #define N_DEVICE_FIELDS (sizeof(kDeviceFields) / sizeof(kDeviceFields[0]))
+
+static const struct rfield kUserFields[] = {
+    RSTR(struct store_user, "tenant_id", tenant_id),
+    RSTR(struct store_user, "email", email),
+    RSTR(struct store_user, "ews_url", ews_url),
+    RENUM(struct store_user, "auth_type", auth_type, kAuthTypes),
+    RNUM(struct store_user, "cred_fp", RT_U16, cred_fp),
+    RNUM(struct store_user, "badge", RT_INT, badge),
+    RNUM(struct store_user, "created_at", RT_I64, created_at),
+    RNUM(struct store_user, "updated_at", RT_I64, updated_at),
+    RSTR(struct store_user, "sub.id", sub.id),
+    RNUM(struct store_user, "sub.state", RT_STATE, sub.state),
+    RSTR(struct store_user, "sub.watermark", sub.watermark),
+    RSTR(struct store_user, "sub.cred_id", sub.cred_id),
+    RNUM(struct store_user, "sub.sealing_kid", RT_U32, sub.sealing_kid),
+    RNUM(struct store_user, "sub.status_frequency_min", RT_U32, sub.status_frequency_min),
+    RNUM(struct store_user, "sub.last_status_at", RT_I64, sub.last_status_at),
+    RNUM(struct store_user, "sub.created_at", RT_I64, sub.created_at),
+    RNUM(struct store_user, "counters.callbacks", RT_U64, counters.callbacks),
+    RNUM(struct store_user, "counters.notifications", RT_U64, counters.notifications),
+    RNUM(struct store_user, "counters.pushes_ok", RT_U64, counters.pushes_ok),
+    RNUM(struct store_user, "counters.pushes_failed", RT_U64, counters.pushes_failed),
+};
+#define N_USER_FIELDS (sizeof(kUserFields) / sizeof(kUserFields[0]))
+
+static int put_varint(struct rt_buf *out, uint64_t v)
+{
+    uint8_t b[REC_MAX_VARINT];
+    size_t n = 0;
+    do {
+        b[n] = (uint8_t)(v & 0x7f);
+        v >>= 7;
+        if (v)
+            b[n] |= 0x80;
+        n++;
+    } while (v);
+    return rt_buf_append(out, b, n);
+}
+
+/* Reads a minimal LEB128 varint; advances only on success. */
+static int get_varint(struct span *s, uint64_t *out)
+{
+    uint64_t v = 0;
+    for (size_t i = 0; i < s->len && i < REC_MAX_VARINT; i++) {
+        uint8_t c = s->p[i];
+        if (i == REC_MAX_VARINT - 1 && c > 1)
+            return 0; /* past 64 bits */
+        v |= (uint64_t)(c & 0x7f) << (7 * i);
+        if (!(c & 0x80)) {
+            if (c == 0 && i > 0)
+                return 0; /* not minimal */
+            s->p += i + 1;
+            s->len -= i + 1;
+            *out = v;
+            return 1;
+        }
+    }
+    return 0;
+}
+
+static uint64_t zigzag(int64_t v)
+{
+    return v < 0 ? ~((uint64_t)v << 1) : (uint64_t)v << 1;
+}
+
+static int64_t unzigzag(uint64_t z)
+{
+    return (z & 1) ? -(int64_t)(z >> 1) - 1 : (int64_t)(z >> 1);
+}
+
+/* How a string is stored: as text, or as the bytes its spelling encodes when
+ * that spelling is canonical, so the bytes give the same string back. */
+enum str_kind {
+    STR_TEXT = 0,
+    STR_HEX = 1,    /* lower-case hex, even length: push tokens, hashes, cred ids */
+    STR_B64 = 2,    /* standard base64, padded: EWS subscription ids, watermarks */
+    STR_B64URL = 3, /* base64url, unpadded: our ids */
+};
+#define STR_KIND_BITS 2
+
+static int hex_packable(const char *s, size_t len)
+{
+    if (len == 0 || len % 2)
+        return 0;
+    for (size_t i = 0; i < len; i++)
+        if (!is_hex_lower((uint8_t)s[i]))
+            return 0;
+    return 1;
+}
+
+static uint8_t hex_val(char c)
+{
+    return (uint8_t)(c <= '9' ? c - '0' : c - 'a' + 10);
+}
+
+/* Picks the kind of |s| and, for a packed kind, appends its bytes to |raw|
+ * (NULL to only pick). The smallest kind wins; ties go to the lower kind. */
+static enum str_kind str_pack(const char *s, size_t len, struct rt_buf *raw)
+{
+    if (hex_packable(s, len)) {
+        for (size_t i = 0; raw && i < len; i += 2) {
+            uint8_t byte = (uint8_t)(hex_val(s[i]) << 4 | hex_val(s[i + 1]));
+            if (rt_buf_append(raw, &byte, 1) != 0)
+                return STR_TEXT;
+        }
+        return STR_HEX;
+    }
+    struct rt_buf tmp;
+    enum str_kind kind = STR_TEXT;
+    rt_buf_init(&tmp, len);
+    if (len && b64_decode(&tmp, span_make(s, len), 0) == 0)
+        kind = STR_B64;
+    else if (len && b64_decode(&tmp, span_make(s, len), 1) == 0)
+        kind = STR_B64URL;
+    if (kind != STR_TEXT && raw && rt_buf_append_span(raw, rt_buf_span(&tmp)) != 0)
+        kind = STR_TEXT;
+    rt_buf_cleanup(&tmp);
+    return kind;
+}
+
+/* Appends a string value: varint (stored length << STR_KIND_BITS | kind) and
+ * the stored bytes. */
+static int str_put(struct rt_buf *out, const char *s, size_t len)
+{
+    struct rt_buf raw;
+    rt_buf_init(&raw, len);
+    enum str_kind kind = str_pack(s, len, &raw);
+    struct span v = kind == STR_TEXT ? span_make(s, len) : rt_buf_span(&raw);
+    int rc = put_varint(out, (uint64_t)v.len << STR_KIND_BITS | kind);
+    if (rc == 0)
+        rc = rt_buf_append_span(out, v);
+    rt_buf_cleanup(&raw);
+    return rc;
+}
+
+static int enum_index(const char *v, const char *const *set, uint64_t *out)
+{
+    for (uint64_t i = 0; set[i]; i++) {
+        if (strcmp(v, set[i]) == 0) {
+            *out = i;
+            return 1;
+        }
+    }
+    return 0;
+}
+
+/* The value of a numeric field as the varint we store (0 = default). */
+static int num_get(const void *obj, const struct rfield *f, uint64_t *out)
+{
+    const char *p = (const char *)obj + f->off;
+    switch (f->type) {
+    case RT_BOOL:
+    case RT_INT: {
+        int v;
+        memcpy(&v, p, sizeof(v));
+        if (f->type == RT_BOOL && v != 0 && v != 1)
+            return 0;
+        *out = f->type == RT_BOOL ? (uint64_t)v : zigzag(v);
+        return 1;
+    }
+    case RT_U16: {
+        uint16_t v;
+        memcpy(&v, p, sizeof(v));
+        *out = v;
+        return 1;
+    }
+    case RT_U32: {
+        uint32_t v;
+        memcpy(&v, p, sizeof(v));
+        *out = v;
+        return 1;
+    }
+    case RT_U64:
+        memcpy(out, p, sizeof(*out));
+        return 1;
+    case RT_I64: {
+        int64_t v;
+        memcpy(&v, p, sizeof(v));
+        *out = zigzag(v);
+        return 1;
+    }
+    case RT_STATE: {
+        enum store_sub_state v;
+        memcpy(&v, p, sizeof(v));
+        if ((int)v < 0 || (int)v >= STORE_SUB_STATE_COUNT)
+            return 0;
+        *out = (uint64_t)v;
+        return 1;
+    }
+    case RT_STR:
+    case RT_ENUM:
+        break;
+    }
+    return 0;
+}
+
+/* Stores a decoded varint into a numeric field; 0 when out of range. */
+static int num_set(void *obj, const struct rfield *f, uint64_t v)
+{
+    char *p = (char *)obj + f->off;
+    switch (f->type) {
+    case RT_BOOL:
+    case RT_INT: {
+        int64_t y = f->type == RT_BOOL ? (int64_t)v : unzigzag(v);
+        if ((f->type == RT_BOOL && v > 1) || y < INT_MIN || y > INT_MAX)
+            return 0;
+        int w = (int)y;
+        memcpy(p, &w, sizeof(w));
+        return 1;
+    }
+    case RT_U16: {
+        if (v > UINT16_MAX)
+            return 0;
+        uint16_t w = (uint16_t)v;
+        memcpy(p, &w, sizeof(w));
+        return 1;
+    }
+    case RT_U32: {
+        if (v > UINT32_MAX)
+            return 0;
+        uint32_t w = (uint32_t)v;
+        memcpy(p, &w, sizeof(w));
+        return 1;
+    }
+    case RT_U64:
+        memcpy(p, &v, sizeof(v));
+        return 1;
+    case RT_I64: {
+        int64_t w = unzigzag(v);
+        memcpy(p, &w, sizeof(w));
+        return 1;
+    }
+    case RT_STATE: {
+        if (v >= STORE_SUB_STATE_COUNT)
+            return 0;
+        enum store_sub_state w = (enum store_sub_state)v;
+        memcpy(p, &w, sizeof(w));
+        return 1;
+    }
+    case RT_STR:
+    case RT_ENUM:
+        break;
+    }
+    return 0;
+}
+
+/* Appends every non-default field of |obj|. The caller has checked |obj|
+ * (strings fit their arrays, enums are in their sets). */
+static int record_encode(const struct rfield *tab, size_t n, const void *obj, struct rt_buf *out)
+{
+    int rc = 0;
+    for (size_t i = 0; rc == 0 && i < n; i++) {
+        const struct rfield *f = &tab[i];
+        const char *s = (const char *)obj + f->off;
+        uint8_t tag = (uint8_t)(i + 1);
+        uint64_t v;
+        if (f->type == RT_STR) {
+            size_t len = strlen(s);
+            if (len == 0)
+                continue;
+            rc = rt_buf_append(out, &tag, 1);
+            if (rc == 0)
+                rc = str_put(out, s, len);
+            continue;
+        }
+        if (f->type == RT_ENUM) {
+            if (!enum_index(s, f->names, &v))
+                return ENS_EINVAL;
+        } else if (!num_get(obj, f, &v)) {
+            return ENS_EINVAL;
+        }
+        if (v == 0)
+            continue;
+        rc = rt_buf_append(out, &tag, 1);
+        if (rc == 0)
+            rc = put_varint(out, v);
+    }
+    return rc;
+}
+
+/* Decodes one string value into a field of |cap| bytes (NUL included). The
+ * string must be one the encoder would have stored this way. */
+static int str_decode(struct span *in, char *dst, size_t cap)
+{
+    uint64_t hdr;
+    struct span v;
+    if (!get_varint(in, &hdr) || hdr >> STR_KIND_BITS == 0 || hdr >> STR_KIND_BITS >= cap)
+        return 0;
+    enum str_kind kind = (enum str_kind)(hdr & ((1u << STR_KIND_BITS) - 1));
+    if (!span_get_bytes(in, &v, (size_t)(hdr >> STR_KIND_BITS)))
+        return 0;
+    /* Zero the whole array, so equal values make equal structs (the fuzzer
+     * compares them with memcmp). */
+    memset(dst, 0, cap);
+    size_t len;
+    if (kind == STR_TEXT) {
+        if (memchr(v.p, '\0', v.len))
+            return 0; /* it would cut the string */
+        memcpy(dst, v.p, v.len);
+        len = v.len;
+    } else if (kind == STR_HEX) {
+        static const char kHex[] = "0123456789abcdef";
+        if (2 * v.len >= cap)
+            return 0;
+        for (size_t i = 0; i < v.len; i++) {
+            dst[2 * i] = kHex[v.p[i] >> 4];
+            dst[2 * i + 1] = kHex[v.p[i] & 15];
+        }
+        len = 2 * v.len;
+    } else {
+        struct rt_buf txt;
+        rt_buf_init(&txt, cap - 1);
+        int rc = b64_encode(&txt, v, kind == STR_B64URL);
+        len = txt.len;
+        if (rc == 0)
+            memcpy(dst, txt.data, len);
+        rt_buf_cleanup(&txt);
+        if (rc)
+            return 0;
+    }
+    return str_pack(dst, len, NULL) == kind;
+}
+
+/* Decodes the items of |tab| at the front of |in| into |obj|, stopping at the
+ * first tag outside the table; advances |in| past them. Fields not present
+ * keep their defaults, which the caller set. 1 or 0 (malformed). */
+static int record_decode(struct span *in, const struct rfield *tab, size_t n, void *obj)
+{
+    size_t last = 0;
+    while (in->len && in->p[0] >= 1 && in->p[0] <= n) {
+        size_t tag = in->p[0];
+        if (tag <= last)
+            return 0;
+        last = tag;
+        in->p++;
+        in->len--;
+        const struct rfield *f = &tab[tag - 1];
+        char *dst = (char *)obj + f->off;
+        uint64_t v;
+        if (f->type == RT_STR) {
+            if (!str_decode(in, dst, f->cap))
+                return 0;
+            continue;
+        }
+        if (!get_varint(in, &v) || v == 0)
+            return 0;
+        if (f->type == RT_ENUM) {
+            size_t k = 0;
+            while (f->names[k])
+                k++;
+            if (v >= k)
+                return 0;
+            memset(dst, 0, f->cap);
+            snprintf(dst, f->cap, "%s", f->names[v]);
+        } else if (!num_set(obj, f, v)) {
+            return 0;
+        }
+    }
+    return 1;
+}
+
+static void record_defaults(const struct rfield *tab, size_t n, void *obj)
+{
+    for (size_t i = 0; i < n; i++)
+        if (tab[i].type == RT_ENUM)
+            snprintf((char *)obj + tab[i].off, tab[i].cap, "%s", tab[i].names[0]);
+}
+
+/* ---- devices ---- */
 
 /* The rules a device must meet to be written and to be read back. */
 static int device_check(const struct store_device *d)
@@ -204,267 +599,31 @@ int store_device_encode(const struct store_device *d, struct rt_buf *out)
 {
     if (!device_check(d))
         return ENS_EINVAL;
-    cJSON *o = cJSON_CreateObject();
-    if (o == NULL)
-        return ENS_ENOMEM;
-    const char *base = (const char *)d;
-    for (size_t i = 0; i < N_DEVICE_FIELDS; i++) {
-        const struct dfield *f = &kDeviceFields[i];
-        cJSON *item = NULL;
-        switch (f->type) {
-        case DF_STR:
-            if (!f->required && base[f->off] == '\0')
-                continue; /* absent reads back as "" */
-            item = cJSON_CreateString(base + f->off);
-            break;
-        case DF_BOOL:
-            item = cJSON_CreateBool(*(const int *)(base + f->off));
-            break;
-        case DF_I64: {
-            int64_t v;
-            memcpy(&v, base + f->off, sizeof(v));
-            if (v == 0)
-                continue;
-            item = cJSON_CreateNumber((double)v);
-            break;
-        }
-        }
-        if (item == NULL || !cJSON_AddItemToObject(o, f->name, item)) {
-            cJSON_Delete(item);
-            cJSON_Delete(o);
-            return ENS_ENOMEM;
-        }
-    }
-    char *txt = cJSON_PrintUnformatted(o);
-    cJSON_Delete(o);
-    if (txt == NULL)
-        return ENS_ENOMEM;
-    int rc = strlen(txt) > STORE_MAX_DEVICE_JSON ? ENS_ETOOBIG : rt_buf_append_str(out, txt);
-    cJSON_free(txt);
+    size_t start = out->len;
+    int rc = record_encode(kDeviceFields, N_DEVICE_FIELDS, d, out);
+    if (rc == 0 && out->len - start > STORE_MAX_DEVICE_RECORD)
+        rc = ENS_ETOOBIG;
+    if (rc)
+        out->len = start;
     return rc;
 }
 
-int store_device_decode(struct span json, struct store_device *out)
+int store_device_decode(struct span rec, struct store_device *out)
 {
-    if (json.len > STORE_MAX_DEVICE_JSON)
+    if (rec.len > STORE_MAX_DEVICE_RECORD)
         return ENS_ETOOBIG;
-    if (json.len == 0)
-        return ENS_EPARSE;
-    cJSON *o = cJSON_ParseWithLength((const char *)json.p, json.len);
-    if (o == NULL)
-        return ENS_EPARSE;
-    int rc = cJSON_IsObject(o) ? 0 : ENS_EPARSE;
     char device_id[sizeof(out->device_id)];
     memcpy(device_id, out->device_id, sizeof(device_id));
     memset(out, 0, sizeof(*out));
     memcpy(out->device_id, device_id, sizeof(device_id));
-    char *base = (char *)out;
-    unsigned seen = 0;
-    for (size_t i = 0; rc == 0 && i < N_DEVICE_FIELDS; i++) {
-        const struct dfield *f = &kDeviceFields[i];
-        const cJSON *item = cJSON_GetObjectItemCaseSensitive(o, f->name);
-        if (item == NULL)
-            continue;
-        seen |= 1u << i;
-        switch (f->type) {
-        case DF_STR: {
-            if (!cJSON_IsString(item) || item->valuestring == NULL) {
-                rc = ENS_EPARSE;
-                break;
-            }
-            size_t n = strlen(item->valuestring);
-            if (n >= f->cap) {
-                rc = ENS_ETOOBIG;
-                break;
-            }
-            memcpy(base + f->off, item->valuestring, n + 1);
-            break;
-        }
-        case DF_BOOL:
-            if (!cJSON_IsBool(item))
-                rc = ENS_EPARSE;
-            else
-                *(int *)(base + f->off) = cJSON_IsTrue(item) ? 1 : 0;
-            break;
-        case DF_I64: {
-            double v = item->valuedouble;
-            if (!cJSON_IsNumber(item) || !isfinite(v) || v < -JSON_MAX_INT || v > JSON_MAX_INT ||
-                v != floor(v)) {
-                rc = ENS_EPARSE;
-                break;
-            }
-            int64_t iv = (int64_t)v;
-            memcpy(base + f->off, &iv, sizeof(iv));
-            break;
-        }
-        }
-    }
-    cJSON_Delete(o);
-    for (size_t i = 0; rc == 0 && i < N_DEVICE_FIELDS; i++)
-        if (kDeviceFields[i].required && !(seen & (1u << i)))
-            rc = ENS_EPARSE;
-    if (rc == 0 && !device_check(out))
-        rc = ENS_EPARSE;
-    return rc;
-}
-
-/* ---- scalar hash ---- */
-
-enum ufield_type { UF_STR, UF_U16, UF_U32, UF_U64, UF_INT, UF_I64, UF_STATE };
-
-struct ufield {
-    const char *name;
-    enum ufield_type type;
-    size_t off;
-    size_t cap;
-};
-
-#define USTR(n, f)                                                                                 \
-    {                                                                                              \
-        n, UF_STR, offsetof(struct store_user, f), sizeof(((struct store_user *)0)->f)             \
-    }
-#define UNUM(n, t, f)                                                                              \
-    {                                                                                              \
-        n, t, offsetof(struct store_user, f), 0                                                    \
-    }
-
-static const struct ufield kUserFields[] = {
-    USTR("tid", tenant_id),
-    USTR("em", email),
-    USTR("ews", ews_url),
-    USTR("at", auth_type),
-    UNUM("fp", UF_U16, cred_fp),
-    UNUM("bd", UF_INT, badge),
-    UNUM("ct", UF_I64, created_at),
-    UNUM("ut", UF_I64, updated_at),
-    USTR("sid", sub.id),
-    UNUM("ss", UF_STATE, sub.state),
-    USTR("wm", sub.watermark),
-    USTR("cid", sub.cred_id),
-    UNUM("kid", UF_U32, sub.sealing_kid),
-    UNUM("sf", UF_U32, sub.status_frequency_min),
-    UNUM("sl", UF_I64, sub.last_status_at),
-    UNUM("sc", UF_I64, sub.created_at),
-    UNUM("nc", UF_U64, counters.callbacks),
-    UNUM("nn", UF_U64, counters.notifications),
-    UNUM("np", UF_U64, counters.pushes_ok),
-    UNUM("nf", UF_U64, counters.pushes_failed),
-};
-#define N_USER_FIELDS (sizeof(kUserFields) / sizeof(kUserFields[0]))
-
-static void user_field_arg(const struct store_user *u, const struct ufield *f, struct store_args *a)
-{
-    const char *base = (const char *)u;
-    store_args_str(a, f->name);
-    switch (f->type) {
-    case UF_STR:
-        store_args_str(a, base + f->off);
-        break;
-    case UF_U16: {
-        uint16_t v;
-        memcpy(&v, base + f->off, sizeof(v));
-        store_args_u64(a, v);
-        break;
-    }
-    case UF_U32: {
-        uint32_t v;
-        memcpy(&v, base + f->off, sizeof(v));
-        store_args_u64(a, v);
-        break;
-    }
-    case UF_U64: {
-        uint64_t v;
-        memcpy(&v, base + f->off, sizeof(v));
-        store_args_u64(a, v);
-        break;
-    }
-    case UF_INT: {
-        int v;
-        memcpy(&v, base + f->off, sizeof(v));
-        store_args_i64(a, v);
-        break;
-    }
-    case UF_I64: {
-        int64_t v;
-        memcpy(&v, base + f->off, sizeof(v));
-        store_args_i64(a, v);
-        break;
-    }
-    case UF_STATE:
-        store_args_str(a, store_sub_state_name(u->sub.state));
-        break;
-    }
-}
-
-/* Parses a signed decimal that must fill |s|. */
-static int parse_i64(struct span s, int64_t *out)
-{
-    int neg = 0;
-    uint64_t v;
-    if (s.len && s.p[0] == '-') {
-        neg = 1;
-        s.p++;
-        s.len--;
-    }
-    if (!span_get_decimal(&s, (uint64_t)INT64_MAX, &v) || s.len)
-        return 0;
-    *out = neg ? -(int64_t)v : (int64_t)v;
-    return 1;
-}
-
-static int parse_u64(struct span s, uint64_t max, uint64_t *out)
-{
-    return span_get_decimal(&s, max, out) && s.len == 0;
-}
-
-static int user_field_set(struct store_user *u, const struct ufield *f, struct span v)
-{
-    char *base = (char *)u;
-    uint64_t x;
-    int64_t y;
-    switch (f->type) {
-    case UF_STR:
-        if (v.len >= f->cap || memchr(v.p, '\0', v.len))
-            return 0;
-        memcpy(base + f->off, v.p, v.len);
-        base[f->off + v.len] = '\0';
-        return 1;
-    case UF_U16: {
-        if (!parse_u64(v, UINT16_MAX, &x))
-            return 0;
-        uint16_t w = (uint16_t)x;
-        memcpy(base + f->off, &w, sizeof(w));
-        return 1;
-    }
-    case UF_U32: {
-        if (!parse_u64(v, UINT32_MAX, &x))
-            return 0;
-        uint32_t w = (uint32_t)x;
-        memcpy(base + f->off, &w, sizeof(w));
-        return 1;
-    }
-    case UF_U64:
-        if (!parse_u64(v, UINT64_MAX, &x))
-            return 0;
-        memcpy(base + f->off, &x, sizeof(x));
-        return 1;
-    case UF_INT: {
-        if (!parse_i64(v, &y) || y < INT_MIN || y > INT_MAX)
-            return 0;
-        int w = (int)y;
-        memcpy(base + f->off, &w, sizeof(w));
-        return 1;
-    }
-    case UF_I64:
-        if (!parse_i64(v, &y))
-            return 0;
-        memcpy(base + f->off, &y, sizeof(y));
-        return 1;
-    case UF_STATE:
-        return store_sub_state_parse(v, &u->sub.state);
-    }
+    record_defaults(kDeviceFields, N_DEVICE_FIELDS, out);
+    if (!record_decode(&rec, kDeviceFields, N_DEVICE_FIELDS, out) || rec.len != 0 ||
+        !device_check(out))
+        return ENS_EPARSE;
     return 0;
 }
+
+/* ---- mailbox record ---- */
 
 static int user_check(const struct store_user *u)
 {
@@ -481,39 +640,132 @@ static int user_check(const struct store_user *u)
         return 0;
     if (u->n_devices > STORE_MAX_DEVICES)
         return 0;
-    for (size_t i = 0; i < u->n_devices; i++)
+    for (size_t i = 0; i < u->n_devices; i++) {
         if (!store_id_valid(u->devices[i].device_id) || !device_check(&u->devices[i]))
             return 0;
+        for (size_t j = 0; j < i; j++)
+            if (strcmp(u->devices[i].device_id, u->devices[j].device_id) == 0)
+                return 0;
+    }
     return 1;
+}
+
+int store_user_encode(const struct store_user *u, struct rt_buf *out)
+{
+    if (!user_check(u))
+        return ENS_EINVAL;
+    size_t start = out->len;
+    const uint8_t version = REC_VERSION, tag = REC_TAG_DEVICE;
+    int rc = rt_buf_append(out, &version, 1);
+    if (rc == 0)
+        rc = record_encode(kUserFields, N_USER_FIELDS, u, out);
+    struct rt_buf dev;
+    rt_buf_init(&dev, REC_MAX_DEV_REC);
+    for (size_t i = 0; rc == 0 && i < u->n_devices; i++) {
+        rt_buf_reset(&dev);
+        rc = str_put(&dev, u->devices[i].device_id, STORE_ID_CHARS);
+        if (rc == 0)
+            rc = store_device_encode(&u->devices[i], &dev);
+        if (rc == 0)
+            rc = rt_buf_append(out, &tag, 1);
+        if (rc == 0)
+            rc = put_varint(out, dev.len);
+        if (rc == 0)
+            rc = rt_buf_append_span(out, rt_buf_span(&dev));
+    }
+    rt_buf_cleanup(&dev);
+    if (rc == 0 && out->len - start > STORE_MAX_MAILBOX_RECORD)
+        rc = ENS_ETOOBIG;
+    if (rc)
+        out->len = start;
+    return rc;
+}
+
+/* Parses a mailbox record. Framing and scalar fields are strict; a device
+ * whose id or body does not decode is skipped with a warning, so one bad
+ * device cannot lock a mailbox (the next save drops it). When |ids| is not
+ * NULL it receives every well-formed device id, skipped ones included. */
+static int user_parse(struct span rec, const char *uid, struct store_user *u,
+                      char ids[][STORE_ID_CHARS + 1], size_t *n_ids)
+{
+    uint8_t version;
+    if (rec.len > STORE_MAX_MAILBOX_RECORD)
+        return ENS_ETOOBIG;
+    if (!span_get_u8(&rec, &version) || version != REC_VERSION)
+        return ENS_EPARSE;
+    memcpy(u->user_id, uid, STORE_ID_CHARS + 1);
+    record_defaults(kUserFields, N_USER_FIELDS, u);
+    if (!record_decode(&rec, kUserFields, N_USER_FIELDS, u))
+        return ENS_EPARSE;
+    size_t framed = 0;
+    while (rec.len) {
+        uint8_t tag;
+        uint64_t len;
+        struct span body;
+        struct store_device d;
+        if (!span_get_u8(&rec, &tag) || tag != REC_TAG_DEVICE || !get_varint(&rec, &len) ||
+            len > REC_MAX_DEV_REC || !span_get_bytes(&rec, &body, len) ||
+            ++framed > STORE_MAX_DEVICES)
+            return ENS_EPARSE;
+        memset(&d, 0, sizeof(d));
+        if (!str_decode(&body, d.device_id, sizeof(d.device_id)) || !store_id_valid(d.device_id)) {
+            RT_LOG_W("store.bad_device", "reason=id");
+            continue;
+        }
+        if (ids)
+            memcpy(ids[(*n_ids)++], d.device_id, sizeof(d.device_id));
+        if (store_device_decode(body, &d) != 0) {
+            RT_LOG_W("store.bad_device", "reason=record");
+            continue;
+        }
+        if (store_user_find_device(u, d.device_id) != NULL) {
+            RT_LOG_W("store.bad_device", "reason=duplicate");
+            continue;
+        }
+        *store_user_add_device(u) = d; /* framed <= STORE_MAX_DEVICES: never NULL */
+    }
+    /* Device problems were forgiven above; the mailbox itself must be whole. */
+    size_t n = u->n_devices;
+    u->n_devices = 0;
+    int ok = user_check(u);
+    u->n_devices = n;
+    return ok ? 0 : ENS_EPARSE;
+}
+
+int store_user_decode(struct span rec, const char *uid, struct store_user **out)
+{
+    *out = NULL;
+    if (!store_id_valid(uid))
+        return ENS_EINVAL;
+    struct store_user *u = store_user_new();
+    int rc = user_parse(rec, uid, u, NULL, NULL);
+    if (rc) {
+        store_user_free(u);
+        return rc;
+    }
+    *out = u;
+    return 0;
 }
 
 /* ---- keys ---- */
 
-static void key_user(char *out, const char *uid, const char *suffix)
+static void key_user(char *out, const char *uid)
 {
-    snprintf(out, STORE_MAX_KEY, "ens:u:{%s}%s", uid, suffix);
+    snprintf(out, STORE_MAX_KEY, "ens:u:{%s}", uid);
 }
 
-static void key_cred(char *out, const char *uid, const char *cred_id)
+static void key_dev_idx(char *out, const char *device_id)
 {
-    snprintf(out, STORE_MAX_KEY, "ens:u:{%s}:cred:%s", uid, cred_id);
+    snprintf(out, STORE_MAX_KEY, "ens:idx:dev:%s", device_id);
 }
 
-static void key_idx(char *out, const char *kind, const char *id)
+/* The hash field of a credential blob: "c:" and 16 hex chars. */
+static void field_cred(char *out, const char *cred_id)
 {
-    snprintf(out, STORE_MAX_KEY, "ens:idx:%s:%s", kind, id);
+    snprintf(out, STORE_CRED_ID_CHARS + 3, "c:%s", cred_id);
 }
 
-static void key_email(char *out, const char *tenant_id, const char *email)
-{
-    int n = snprintf(out, STORE_MAX_KEY, "ens:idx:email:%s:", tenant_id);
-    size_t i = (size_t)n;
-    for (; *email && i + 1 < STORE_MAX_KEY; email++, i++) {
-        char c = *email;
-        out[i] = (c >= 'A' && c <= 'Z') ? (char)(c + 32) : c;
-    }
-    out[i] = '\0';
-}
+#define FIELD_MAILBOX "m"
 
 /* ---- request contexts ---- */
 
@@ -526,6 +778,7 @@ struct req {
     void *ud;
     uint64_t deadline;
     int ncmds;
+    int result; /* what a delete reports once its transaction is through */
     char uid[STORE_ID_CHARS + 1];
 };
 
@@ -547,69 +800,18 @@ static int tx_add(struct store_tx *tx, int *rc, struct store_args *a)
 
 /* ---- load ---- */
 
-static int decode_user(const char *uid, const redisReply *h, const redisReply *dev,
-                       struct store_user **out)
-{
-    if (h->type != REDIS_REPLY_ARRAY || dev->type != REDIS_REPLY_ARRAY || h->elements % 2 ||
-        dev->elements % 2)
-        return ENS_EPARSE;
-    if (h->elements == 0)
-        return ENS_ENOTFOUND;
-    if (h->elements > 2 * STORE_MAX_HASH_FIELDS)
-        return ENS_EPARSE;
-    struct store_user *u = store_user_new();
-    memcpy(u->user_id, uid, STORE_ID_CHARS + 1);
-    for (size_t i = 0; i < h->elements; i += 2) {
-        const redisReply *k = h->element[i], *v = h->element[i + 1];
-        if (k->type != REDIS_REPLY_STRING || v->type != REDIS_REPLY_STRING ||
-            v->len > STORE_MAX_FIELD_VALUE) {
-            store_user_free(u);
-            return ENS_EPARSE;
-        }
-        struct span name = span_make(k->str, k->len);
-        for (size_t j = 0; j < N_USER_FIELDS; j++) {
-            if (span_eq(name, kUserFields[j].name)) {
-                if (!user_field_set(u, &kUserFields[j], span_make(v->str, v->len))) {
-                    RT_LOG_W("store.bad_field", "field=%s", kUserFields[j].name);
-                    store_user_free(u);
-                    return ENS_EPARSE;
-                }
-                break;
-            }
-        }
-    }
-    for (size_t i = 0; i < dev->elements; i += 2) {
-        const redisReply *k = dev->element[i], *v = dev->element[i + 1];
-        struct store_device d;
-        memset(&d, 0, sizeof(d));
-        if (k->type != REDIS_REPLY_STRING || v->type != REDIS_REPLY_STRING ||
-            k->len != STORE_ID_CHARS) {
-            RT_LOG_W("store.bad_device", "reason=key");
-            continue;
-        }
-        memcpy(d.device_id, k->str, STORE_ID_CHARS);
-        if (!store_id_valid(d.device_id) || store_device_decode(span_make(v->str, v->len), &d)) {
-            RT_LOG_W("store.bad_device", "reason=record");
-            continue;
-        }
-        struct store_device *slot = store_user_add_device(u);
-        if (slot == NULL) {
-            RT_LOG_W("store.bad_device", "reason=too_many");
-            break;
-        }
-        *slot = d;
-    }
-    *out = u;
-    return 0;
-}
-
 static void on_load(int err, redisReply *r, void *ud)
 {
     struct req *q = ud;
     struct store_user *u = NULL;
-    if (err == 0)
-        err = store_reply_array_ok(r, 2) ? decode_user(q->uid, r->element[0], r->element[1], &u)
-                                         : ENS_ESTORE;
+    if (err == 0) {
+        if (r->type == REDIS_REPLY_NIL)
+            err = ENS_ENOTFOUND;
+        else if (r->type != REDIS_REPLY_STRING)
+            err = ENS_ESTORE;
+        else if ((err = store_user_decode(span_make(r->str, r->len), q->uid, &u)) != 0)
+            RT_LOG_W("store.bad_mailbox", "err=%s", ens_err_name(err));
+    }
     q->user_cb(err, u, q->ud);
     ens_free(q);
 }
@@ -619,27 +821,13 @@ int store_user_load(struct store *s, const char *uid, uint64_t deadline_ms, stor
 {
     if (!store_id_valid(uid) || cb == NULL)
         return ENS_EINVAL;
-    char k1[STORE_MAX_KEY], k2[STORE_MAX_KEY];
-    key_user(k1, uid, "");
-    key_user(k2, uid, ":dev");
-    struct store_tx *tx = store_tx_new();
-    struct store_args a;
-    int rc = 0;
-    store_args_init(&a);
-    store_args_str(&a, "HGETALL");
-    store_args_str(&a, k1);
-    tx_add(tx, &rc, &a);
-    a.n = 1;
-    store_args_str(&a, k2);
-    tx_add(tx, &rc, &a);
-    if (rc) {
-        store_tx_free(tx);
-        return rc;
-    }
+    char key[STORE_MAX_KEY];
+    key_user(key, uid);
+    const char *argv[3] = {"HGET", key, FIELD_MAILBOX};
     struct req *q = req_new(s, ud, deadline_ms);
     q->user_cb = cb;
     memcpy(q->uid, uid, sizeof(q->uid));
-    rc = store_tx_exec(s, tx, deadline_ms, on_load, q);
+    int rc = store_cmdargv(s, 3, argv, NULL, deadline_ms, on_load, q);
     if (rc)
         ens_free(q);
     return rc;
@@ -652,16 +840,17 @@ static void on_exec_done(int err, redisReply *r, void *ud)
     struct req *q = ud;
     if (err == 0 && !store_reply_array_ok(r, (size_t)q->ncmds))
         err = ENS_ESTORE;
-    q->done_cb(err, q->ud);
+    q->done_cb(err ? err : q->result, q->ud);
     ens_free(q);
 }
 
-static int exec_done(struct store *s, struct store_tx *tx, uint64_t deadline_ms, store_done_cb cb,
-                     void *ud)
+static int exec_done(struct store *s, struct store_tx *tx, uint64_t deadline_ms, int result,
+                     store_done_cb cb, void *ud)
 {
     struct req *q = req_new(s, ud, deadline_ms);
     q->done_cb = cb;
     q->ncmds = store_tx_count(tx);
+    q->result = result;
     int rc = store_tx_exec(s, tx, deadline_ms, on_exec_done, q);
     if (rc)
         ens_free(q);
@@ -676,81 +865,36 @@ static int is_removed_and_back(const struct store_user *u, const char *id)
     return 0;
 }
 
-static int build_save(struct store_tx *tx, const struct store_user *u, const char *old_sub_id,
+/* One HSET of the record leaves the credential fields of the hash alone, so a
+ * blob stored before the save (store_cred_put runs first at enrollment) is
+ * never lost. */
+static int build_save(struct store_tx *tx, const struct store_user *u, struct span rec,
                       const char *const *removed_ids, size_t n_removed)
 {
     char key[STORE_MAX_KEY];
     struct store_args a;
     int rc = 0;
 
-    key_user(key, u->user_id, "");
-    store_args_init(&a);
-    store_args_str(&a, "DEL");
-    store_args_str(&a, key);
-    tx_add(tx, &rc, &a);
+    key_user(key, u->user_id);
     store_args_init(&a);
     store_args_str(&a, "HSET");
     store_args_str(&a, key);
-    for (size_t i = 0; i < N_USER_FIELDS; i++)
-        user_field_arg(u, &kUserFields[i], &a);
-    tx_add(tx, &rc, &a);
-
-    key_user(key, u->user_id, ":dev");
-    store_args_init(&a);
-    store_args_str(&a, "DEL");
-    store_args_str(&a, key);
-    tx_add(tx, &rc, &a);
-    if (u->n_devices) {
-        struct rt_buf json[STORE_MAX_DEVICES];
-        store_args_init(&a);
-        store_args_str(&a, "HSET");
-        store_args_str(&a, key);
-        for (size_t i = 0; i < u->n_devices; i++) {
-            rt_buf_init(&json[i], STORE_MAX_DEVICE_JSON);
-            if (rc == 0)
-                rc = store_device_encode(&u->devices[i], &json[i]);
-            store_args_str(&a, u->devices[i].device_id);
-            store_args_add(&a, json[i].data, json[i].len);
-        }
-        tx_add(tx, &rc, &a);
-        for (size_t i = 0; i < u->n_devices; i++)
-            rt_buf_cleanup(&json[i]);
-    }
-
-    key_email(key, u->tenant_id, u->email);
-    store_args_init(&a);
-    store_args_str(&a, "SET");
-    store_args_str(&a, key);
-    store_args_str(&a, u->user_id);
+    store_args_str(&a, FIELD_MAILBOX);
+    store_args_add(&a, rec.p, rec.len);
     tx_add(tx, &rc, &a);
 
     /* Index removals go before the SETs so a device that came back keeps its entry. */
     for (size_t i = 0; i < n_removed; i++) {
         if (is_removed_and_back(u, removed_ids[i]))
             continue;
-        key_idx(key, "dev", removed_ids[i]);
+        key_dev_idx(key, removed_ids[i]);
         store_args_init(&a);
         store_args_str(&a, "DEL");
         store_args_str(&a, key);
         tx_add(tx, &rc, &a);
     }
     for (size_t i = 0; i < u->n_devices; i++) {
-        key_idx(key, "dev", u->devices[i].device_id);
-        store_args_init(&a);
-        store_args_str(&a, "SET");
-        store_args_str(&a, key);
-        store_args_str(&a, u->user_id);
-        tx_add(tx, &rc, &a);
-    }
-    if (old_sub_id && old_sub_id[0] && strcmp(old_sub_id, u->sub.id) != 0) {
-        key_idx(key, "sub", old_sub_id);
-        store_args_init(&a);
-        store_args_str(&a, "DEL");
-        store_args_str(&a, key);
-        tx_add(tx, &rc, &a);
-    }
-    if (u->sub.id[0]) {
-        key_idx(key, "sub", u->sub.id);
+        key_dev_idx(key, u->devices[i].device_id);
         store_args_init(&a);
         store_args_str(&a, "SET");
         store_args_str(&a, key);
@@ -767,78 +911,42 @@ int store_user_save(struct store *s, const struct store_user *u, const char *old
     if (u == NULL || cb == NULL || !user_check(u) || n_removed > STORE_MAX_REMOVE ||
         (n_removed && removed_ids == NULL))
         return ENS_EINVAL;
+    /* Kept for source compatibility: there is no subscription index any more. */
     if (old_sub_id && strlen(old_sub_id) > STORE_MAX_SUB_ID)
         return ENS_EINVAL;
     for (size_t i = 0; i < n_removed; i++)
         if (!store_id_valid(removed_ids[i]))
             return ENS_EINVAL;
+    struct rt_buf rec;
+    rt_buf_init(&rec, STORE_MAX_MAILBOX_RECORD);
+    int rc = store_user_encode(u, &rec);
     struct store_tx *tx = store_tx_new();
-    int rc = build_save(tx, u, old_sub_id, removed_ids, n_removed);
+    if (rc == 0)
+        rc = build_save(tx, u, rt_buf_span(&rec), removed_ids, n_removed);
+    rt_buf_cleanup(&rec);
     if (rc) {
         store_tx_free(tx);
         return rc;
     }
-    return exec_done(s, tx, deadline_ms, cb, ud);
+    return exec_done(s, tx, deadline_ms, 0, cb, ud);
 }
 
-/* ---- delete: read what to remove, then remove it in one MULTI ---- */
+/* ---- delete: read the device ids, then remove everything in one MULTI ---- */
 
-static int reply_str(const redisReply *r, char *out, size_t cap)
+static int build_delete(struct store_tx *tx, const char *uid, char ids[][STORE_ID_CHARS + 1],
+                        size_t n_ids)
 {
-    if (r == NULL || r->type != REDIS_REPLY_STRING || r->len >= cap || memchr(r->str, '\0', r->len))
-        return 0;
-    memcpy(out, r->str, r->len);
-    out[r->len] = '\0';
-    return 1;
-}
-
-static int build_delete(struct store_tx *tx, const char *uid, const redisReply *h,
-                        const redisReply *devs, const redisReply *creds)
-{
-    char key[STORE_MAX_KEY], key2[STORE_MAX_KEY], key3[STORE_MAX_KEY];
-    char tid[STORE_ID_CHARS + 1], email[STORE_MAX_EMAIL + 1], sid[STORE_MAX_SUB_ID + 1];
+    char key[STORE_MAX_KEY];
     struct store_args a;
     int rc = 0;
 
-    key_user(key, uid, "");
-    key_user(key2, uid, ":dev");
-    key_user(key3, uid, ":creds");
+    key_user(key, uid);
     store_args_init(&a);
     store_args_str(&a, "DEL");
     store_args_str(&a, key);
-    store_args_str(&a, key2);
-    store_args_str(&a, key3);
     tx_add(tx, &rc, &a);
-    if (reply_str(h->element[0], tid, sizeof(tid)) &&
-        reply_str(h->element[1], email, sizeof(email))) {
-        key_email(key, tid, email);
-        store_args_init(&a);
-        store_args_str(&a, "DEL");
-        store_args_str(&a, key);
-        tx_add(tx, &rc, &a);
-    }
-    if (reply_str(h->element[2], sid, sizeof(sid)) && sid[0]) {
-        key_idx(key, "sub", sid);
-        store_args_init(&a);
-        store_args_str(&a, "DEL");
-        store_args_str(&a, key);
-        tx_add(tx, &rc, &a);
-    }
-    for (size_t i = 0; i < devs->elements && i < STORE_MAX_DEVICES * 2; i++) {
-        char id[STORE_ID_CHARS + 1];
-        if (!reply_str(devs->element[i], id, sizeof(id)) || !store_id_valid(id))
-            continue;
-        key_idx(key, "dev", id);
-        store_args_init(&a);
-        store_args_str(&a, "DEL");
-        store_args_str(&a, key);
-        tx_add(tx, &rc, &a);
-    }
-    for (size_t i = 0; i < creds->elements && i < STORE_TX_MAX_CMDS / 2; i++) {
-        char id[STORE_CRED_ID_CHARS + 1];
-        if (!reply_str(creds->element[i], id, sizeof(id)) || !cred_id_valid(id))
-            continue;
-        key_cred(key, uid, id);
+    for (size_t i = 0; i < n_ids; i++) {
+        key_dev_idx(key, ids[i]);
         store_args_init(&a);
         store_args_str(&a, "DEL");
         store_args_str(&a, key);
@@ -850,27 +958,38 @@ static int build_delete(struct store_tx *tx, const char *uid, const redisReply *
 static void on_delete_read(int err, redisReply *r, void *ud)
 {
     struct req *q = ud;
-    if (err == 0 && !store_reply_array_ok(r, 3))
-        err = ENS_ESTORE;
+    char ids[STORE_MAX_DEVICES][STORE_ID_CHARS + 1];
+    size_t n_ids = 0;
+    int result = 0;
     if (err == 0) {
-        const redisReply *h = r->element[0], *devs = r->element[1], *creds = r->element[2];
-        if (h->type != REDIS_REPLY_ARRAY || h->elements != 3 || devs->type != REDIS_REPLY_ARRAY ||
-            creds->type != REDIS_REPLY_ARRAY)
+        if (r->type == REDIS_REPLY_NIL) {
+            /* No mailbox; blobs stored before a save that never happened may
+             * still be there, and go too. */
+            result = ENS_ENOTFOUND;
+        } else if (r->type != REDIS_REPLY_STRING) {
             err = ENS_ESTORE;
-        else if (h->element[0]->type == REDIS_REPLY_NIL && devs->elements == 0)
-            err = ENS_ENOTFOUND;
+        } else {
+            struct store_user *u = store_user_new();
+            if (user_parse(span_make(r->str, r->len), q->uid, u, ids, &n_ids) != 0) {
+                /* Remove what we can: the mailbox goes, index entries may stay
+                 * (a lookup through one then finds no mailbox). */
+                RT_LOG_W("store.bad_mailbox", "delete without its device index entries");
+                n_ids = 0;
+            }
+            store_user_free(u);
+        }
+    }
+    if (err == 0) {
+        struct store_tx *tx = store_tx_new();
+        err = build_delete(tx, q->uid, ids, n_ids);
+        if (err)
+            store_tx_free(tx);
         else {
-            struct store_tx *tx = store_tx_new();
-            err = build_delete(tx, q->uid, h, devs, creds);
-            if (err)
-                store_tx_free(tx);
-            else {
-                /* the second step reports to the caller's callback instead */
-                err = exec_done(q->s, tx, q->deadline, q->done_cb, q->ud);
-                if (err == 0) {
-                    ens_free(q);
-                    return;
-                }
+            /* the second step reports to the caller's callback instead */
+            err = exec_done(q->s, tx, q->deadline, result, q->done_cb, q->ud);
+            if (err == 0) {
+                ens_free(q);
+                return;
             }
         }
     }
@@ -883,42 +1002,28 @@ int store_user_delete(struct store *s, const char *uid, uint64_t deadline_ms, st
 {
     if (!store_id_valid(uid) || cb == NULL)
         return ENS_EINVAL;
-    char k1[STORE_MAX_KEY], k2[STORE_MAX_KEY], k3[STORE_MAX_KEY];
-    key_user(k1, uid, "");
-    key_user(k2, uid, ":dev");
-    key_user(k3, uid, ":creds");
-    struct store_tx *tx = store_tx_new();
-    struct store_args a;
-    int rc = 0;
-    store_args_init(&a);
-    store_args_str(&a, "HMGET");
-    store_args_str(&a, k1);
-    store_args_str(&a, "tid");
-    store_args_str(&a, "em");
-    store_args_str(&a, "sid");
-    tx_add(tx, &rc, &a);
-    store_args_init(&a);
-    store_args_str(&a, "HKEYS");
-    store_args_str(&a, k2);
-    tx_add(tx, &rc, &a);
-    store_args_init(&a);
-    store_args_str(&a, "SMEMBERS");
-    store_args_str(&a, k3);
-    tx_add(tx, &rc, &a);
-    if (rc) {
-        store_tx_free(tx);
-        return rc;
-    }
+    char key[STORE_MAX_KEY];
+    key_user(key, uid);
+    const char *argv[3] = {"HGET", key, FIELD_MAILBOX};
     struct req *q = req_new(s, ud, deadline_ms);
     q->done_cb = cb;
     memcpy(q->uid, uid, sizeof(q->uid));
-    rc = store_tx_exec(s, tx, deadline_ms, on_delete_read, q);
+    int rc = store_cmdargv(s, 3, argv, NULL, deadline_ms, on_delete_read, q);
     if (rc)
         ens_free(q);
     return rc;
 }
 
 /* ---- index lookups ---- */
+
+static int reply_str(const redisReply *r, char *out, size_t cap)
+{
+    if (r == NULL || r->type != REDIS_REPLY_STRING || r->len >= cap || memchr(r->str, '\0', r->len))
+        return 0;
+    memcpy(out, r->str, r->len);
+    out[r->len] = '\0';
+    return 1;
+}
 
 static void on_uid(int err, redisReply *r, void *ud)
 {
@@ -934,11 +1039,13 @@ static void on_uid(int err, redisReply *r, void *ud)
     ens_free(q);
 }
 
-static int get_uid(struct store *s, const char *key, uint64_t deadline_ms, store_uid_cb cb,
-                   void *ud)
+int store_user_find_by_device(struct store *s, const char *device_id, uint64_t deadline_ms,
+                              store_uid_cb cb, void *ud)
 {
-    if (cb == NULL)
+    if (!store_id_valid(device_id) || cb == NULL)
         return ENS_EINVAL;
+    char key[STORE_MAX_KEY];
+    key_dev_idx(key, device_id);
     const char *argv[2] = {"GET", key};
     struct req *q = req_new(s, ud, deadline_ms);
     q->uid_cb = cb;
@@ -948,38 +1055,31 @@ static int get_uid(struct store *s, const char *key, uint64_t deadline_ms, store
     return rc;
 }
 
-int store_user_find_by_email(struct store *s, const char *tenant_id, const char *email,
-                             uint64_t deadline_ms, store_uid_cb cb, void *ud)
+/* ---- credential blobs: fields "c:<credId>" of the mailbox hash ---- */
+
+static void on_cmd_done(int err, redisReply *r, void *ud)
 {
-    if (!store_id_valid(tenant_id) || email == NULL || email[0] == '\0' ||
-        strlen(email) > STORE_MAX_EMAIL)
-        return ENS_EINVAL;
-    char key[STORE_MAX_KEY];
-    key_email(key, tenant_id, email);
-    return get_uid(s, key, deadline_ms, cb, ud);
+    struct req *q = ud;
+    (void)r;
+    q->done_cb(err, q->ud);
+    ens_free(q);
 }
 
-int store_user_find_by_device(struct store *s, const char *device_id, uint64_t deadline_ms,
-                              store_uid_cb cb, void *ud)
+/* Sends HSET/HDEL/HGET |key| |field| [value] with |cb| over a fresh req. */
+static int cred_cmd(struct store *s, const char *cmd, const char *uid, const char *cred_id,
+                    struct span value, int argc, uint64_t deadline_ms, store_reply_cb cb,
+                    struct req *q)
 {
-    if (!store_id_valid(device_id))
-        return ENS_EINVAL;
-    char key[STORE_MAX_KEY];
-    key_idx(key, "dev", device_id);
-    return get_uid(s, key, deadline_ms, cb, ud);
+    char key[STORE_MAX_KEY], field[STORE_CRED_ID_CHARS + 3];
+    key_user(key, uid);
+    field_cred(field, cred_id);
+    const char *argv[4] = {cmd, key, field, value.len ? (const char *)value.p : ""};
+    size_t lens[4] = {strlen(cmd), strlen(key), strlen(field), value.len};
+    int rc = store_cmdargv(s, argc, argv, lens, deadline_ms, cb, q);
+    if (rc)
+        ens_free(q);
+    return rc;
 }
-
-int store_user_find_by_sub(struct store *s, const char *sub_id, uint64_t deadline_ms,
-                           store_uid_cb cb, void *ud)
-{
-    if (sub_id == NULL || sub_id[0] == '\0' || strlen(sub_id) > STORE_MAX_SUB_ID)
-        return ENS_EINVAL;
-    char key[STORE_MAX_KEY];
-    key_idx(key, "sub", sub_id);
-    return get_uid(s, key, deadline_ms, cb, ud);
-}
-
-/* ---- credential blobs ---- */
 
 int store_cred_put(struct store *s, const char *uid, const char *cred_id, const void *blob,
                    size_t len, uint64_t deadline_ms, store_done_cb cb, void *ud)
@@ -987,27 +1087,9 @@ int store_cred_put(struct store *s, const char *uid, const char *cred_id, const 
     if (!store_id_valid(uid) || !cred_id_valid(cred_id) || cb == NULL || (blob == NULL && len) ||
         len > STORE_MAX_CRED_BLOB)
         return ENS_EINVAL;
-    char key[STORE_MAX_KEY], set[STORE_MAX_KEY];
-    key_cred(key, uid, cred_id);
-    key_user(set, uid, ":creds");
-    struct store_tx *tx = store_tx_new();
-    struct store_args a;
-    int rc = 0;
-    store_args_init(&a);
-    store_args_str(&a, "SET");
-    store_args_str(&a, key);
-    store_args_add(&a, len ? blob : "", len);
-    tx_add(tx, &rc, &a);
-    store_args_init(&a);
-    store_args_str(&a, "SADD");
-    store_args_str(&a, set);
-    store_args_str(&a, cred_id);
-    tx_add(tx, &rc, &a);
-    if (rc) {
-        store_tx_free(tx);
-        return rc;
-    }
-    return exec_done(s, tx, deadline_ms, cb, ud);
+    struct req *q = req_new(s, ud, deadline_ms);
+    q->done_cb = cb;
+    return cred_cmd(s, "HSET", uid, cred_id, span_make(blob, len), 4, deadline_ms, on_cmd_done, q);
 }
 
 static void on_blob(int err, redisReply *r, void *ud)
@@ -1031,15 +1113,9 @@ int store_cred_get(struct store *s, const char *uid, const char *cred_id, uint64
 {
     if (!store_id_valid(uid) || !cred_id_valid(cred_id) || cb == NULL)
         return ENS_EINVAL;
-    char key[STORE_MAX_KEY];
-    key_cred(key, uid, cred_id);
-    const char *argv[2] = {"GET", key};
     struct req *q = req_new(s, ud, deadline_ms);
     q->blob_cb = cb;
-    int rc = store_cmdargv(s, 2, argv, NULL, deadline_ms, on_blob, q);
-    if (rc)
-        ens_free(q);
-    return rc;
+    return cred_cmd(s, "HGET", uid, cred_id, span_make(NULL, 0), 3, deadline_ms, on_blob, q);
 }
 
 int store_cred_del(struct store *s, const char *uid, const char *cred_id, uint64_t deadline_ms,
@@ -1047,24 +1123,7 @@ int store_cred_del(struct store *s, const char *uid, const char *cred_id, uint64
 {
     if (!store_id_valid(uid) || !cred_id_valid(cred_id) || cb == NULL)
         return ENS_EINVAL;
-    char key[STORE_MAX_KEY], set[STORE_MAX_KEY];
-    key_cred(key, uid, cred_id);
-    key_user(set, uid, ":creds");
-    struct store_tx *tx = store_tx_new();
-    struct store_args a;
-    int rc = 0;
-    store_args_init(&a);
-    store_args_str(&a, "DEL");
-    store_args_str(&a, key);
-    tx_add(tx, &rc, &a);
-    store_args_init(&a);
-    store_args_str(&a, "SREM");
-    store_args_str(&a, set);
-    store_args_str(&a, cred_id);
-    tx_add(tx, &rc, &a);
-    if (rc) {
-        store_tx_free(tx);
-        return rc;
-    }
-    return exec_done(s, tx, deadline_ms, cb, ud);
+    struct req *q = req_new(s, ud, deadline_ms);
+    q->done_cb = cb;
+    return cred_cmd(s, "HDEL", uid, cred_id, span_make(NULL, 0), 3, deadline_ms, on_cmd_done, q);
 }

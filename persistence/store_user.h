@@ -1,16 +1,16 @@
-/* The mailbox in Redis: its scalar state, its devices, its indexes and its
- * sealed credential blobs.
+/* The mailbox in Redis: its state, its devices, its device index entries and
+ * its sealed credential blobs. docs/redis.md has the layout and the figures.
  *
  * Layout (one hash tag per mailbox, so a Redis Cluster could shard by it):
- *   ens:u:{<uid>}                HASH  scalar fields of struct store_user
- *   ens:u:{<uid>}:dev            HASH  deviceId -> compact JSON of the device
- *   ens:u:{<uid>}:cred:<credId>  STRING sealed blob (binary)
- *   ens:u:{<uid>}:creds          SET   credIds, so a delete finds every blob
- * Global indexes (their own slots; the MULTI that writes them with the mailbox
- * therefore needs a single-node Redis or a Lua-free cluster redesign):
- *   ens:idx:email:<tenantId>:<lower-cased email> -> uid
- *   ens:idx:dev:<deviceId> -> uid
- *   ens:idx:sub:<subscriptionId> -> uid
+ *   ens:u:{<uid>}   HASH  "m"          the mailbox record: every scalar of
+ *                                      struct store_user and every device, in
+ *                                      the compact binary encoding below
+ *                         "c:<credId>" a sealed credential blob (binary)
+ *   ens:idx:dev:<deviceId>  STRING uid (its own slot; written in the same
+ *                           MULTI as the mailbox, so a single-node Redis)
+ * One record instead of one field per value keeps the hash to a few fields:
+ * the blob and the record are longer than hash-max-listpack-value, so the
+ * hash is a real hashtable, whose cost is per field.
  * Nothing secret is stored in clear: devices keep only a SHA-256 of their key,
  * credentials only as blobs the caller sealed.
  *
@@ -27,22 +27,22 @@
 #include "runtime/buf.h"
 #include "runtime/span.h"
 
-#define STORE_ID_CHARS        22 /* base64url of 16 random bytes */
-#define STORE_MAX_DEVICES     32
-#define STORE_MAX_CLIENT_ID   128
-#define STORE_MAX_PUSH_TOKEN  512
-#define STORE_MAX_APP_ID      256
-#define STORE_MAX_EMAIL       320
-#define STORE_MAX_EWS_URL     2048
-#define STORE_MAX_SUB_ID      1024 /* SOAP_MAX_ID_BYTES */
-#define STORE_MAX_WATERMARK   1024
-#define STORE_CRED_ID_CHARS   16 /* hex */
-#define STORE_MAX_PUSH_RESULT 32
-#define STORE_MAX_CRED_BLOB   (64 * 1024)
-#define STORE_MAX_DEVICE_JSON 4096 /* a stored device record, as read back */
-#define STORE_KEY_HASH_CHARS  64   /* hex SHA-256 */
-#define STORE_MAX_FIELD_VALUE 4096 /* any scalar hash field read back */
-#define STORE_MAX_HASH_FIELDS 64   /* scalar fields read back */
+#define STORE_ID_CHARS          22 /* base64url of 16 random bytes */
+#define STORE_MAX_DEVICES       32
+#define STORE_MAX_CLIENT_ID     128
+#define STORE_MAX_PUSH_TOKEN    512
+#define STORE_MAX_APP_ID        256
+#define STORE_MAX_EMAIL         320
+#define STORE_MAX_EWS_URL       2048
+#define STORE_MAX_SUB_ID        1024 /* SOAP_MAX_ID_BYTES */
+#define STORE_MAX_WATERMARK     1024
+#define STORE_CRED_ID_CHARS     16 /* hex */
+#define STORE_MAX_PUSH_RESULT   32
+#define STORE_MAX_CRED_BLOB     (64 * 1024)
+#define STORE_KEY_HASH_CHARS    64   /* hex SHA-256 */
+#define STORE_MAX_DEVICE_RECORD 2048 /* one encoded device (fields at most ~1 KiB) */
+/* An encoded mailbox: the scalars (at most ~4.5 KiB) and every device framed. */
+#define STORE_MAX_MAILBOX_RECORD (8 * 1024 + STORE_MAX_DEVICES * (STORE_MAX_DEVICE_RECORD + 32))
 
 enum store_sub_state {
     STORE_SUB_NONE = 0,
@@ -136,61 +136,80 @@ struct store_device *store_user_find_device(struct store_user *u, const char *de
  * index entry goes too. */
 int store_user_remove_device(struct store_user *u, const char *device_id);
 
-/* store_device_encode appends the device's JSON record (without device_id,
- * which is the hash field) to |out|: 0, ENS_ETOOBIG or ENS_EINVAL. */
+/* Records. A record is a run of items, each a tag byte then a value; tags rise
+ * strictly, and a field at its default ("", 0, the first name of its set) is
+ * left out and refused when present. Numbers are minimal LEB128 varints
+ * (signed ones zigzagged); a string is a varint (stored length << 2 | kind)
+ * and the stored bytes: the text itself (kind 0), or the bytes its canonical
+ * lower-case hex (1), padded base64 (2) or unpadded base64url (3) spelling
+ * encodes. Every valid record therefore has exactly one encoding.
+ * Tags are the 1-based rows of the field tables in store_user.c (docs/redis.md
+ * lists them). */
+
+/* store_device_encode appends the device's record (without device_id, which
+ * frames it) to |out|: 0, ENS_EINVAL (the device does not validate) or
+ * ENS_ETOOBIG (past STORE_MAX_DEVICE_RECORD or |out|'s cap; |out| unchanged). */
 int store_device_encode(const struct store_device *d, struct rt_buf *out);
 
-/* store_device_decode parses an untrusted stored record into |out| (device_id
- * is left alone). Every field is bounded and checked; unknown members are
- * ignored. 0, ENS_EPARSE or ENS_ETOOBIG; |out| is unspecified on error. */
-int store_device_decode(struct span json, struct store_device *out);
+/* store_device_decode parses an untrusted stored device record into |out|
+ * (device_id is left alone). Strict: unknown or repeated tags, non-minimal
+ * numbers, explicit defaults, trailing bytes and devices that do not validate
+ * are refused. 0, ENS_EPARSE or ENS_ETOOBIG; |out| is unspecified on error. */
+int store_device_decode(struct span rec, struct store_device *out);
+
+/* store_user_encode appends the mailbox record of |u| (a version byte, the
+ * scalar fields, then each device as tag 0x80, a varint length, its 22-char
+ * id as a string and its device record): 0, ENS_EINVAL (|u| does not validate) or
+ * ENS_ETOOBIG (|out| unchanged). */
+int store_user_encode(const struct store_user *u, struct rt_buf *out);
+
+/* store_user_decode parses an untrusted mailbox record for mailbox |uid| into
+ * a new user that the caller owns (store_user_free). The framing and the
+ * scalars are strict; a device whose record does not decode is skipped with a
+ * warning, so one bad device cannot lock a mailbox (the next save drops it).
+ * 0, ENS_EPARSE, ENS_ETOOBIG or ENS_EINVAL (bad uid); *out is NULL on error. */
+int store_user_decode(struct span rec, const char *uid, struct store_user **out);
 
 typedef void (*store_user_cb)(int err, struct store_user *u, void *ud);
 typedef void (*store_done_cb)(int err, void *ud);
 typedef void (*store_uid_cb)(int err, const char *uid, void *ud);
 typedef void (*store_blob_cb)(int err, struct span blob, void *ud);
 
-/* store_user_load reads a mailbox in one round trip. The callback gets 0 and a
- * user it then owns (store_user_free), or ENS_ENOTFOUND / ENS_ESTORE /
- * ENS_ETIMEDOUT / ENS_ECANCELED / ENS_EPARSE with u NULL. Device records that do
- * not decode are skipped with a warning, so one bad record cannot lock a
- * mailbox; the next save drops them. Synchronous errors: ENS_EINVAL (bad uid)
- * and those of store_cmdargv. */
+/* store_user_load reads a mailbox in one round trip (HGET of its record;
+ * credential blobs are not read). The callback gets 0 and a user it then owns
+ * (store_user_free), or ENS_ENOTFOUND / ENS_ESTORE / ENS_ETIMEDOUT /
+ * ENS_ECANCELED / ENS_EPARSE / ENS_ETOOBIG with u NULL. Synchronous errors:
+ * ENS_EINVAL (bad uid) and those of store_cmdargv. */
 int store_user_load(struct store *s, const char *uid, uint64_t deadline_ms, store_user_cb cb,
                     void *ud);
 
-/* store_user_save writes the whole mailbox in one MULTI/EXEC: the scalar hash,
- * the device hash (replaced), the email index, every device's index, the sub
- * index. |removed_ids| (|n_removed| device ids, may be NULL) lose their index
- * entries; |old_sub_id| (NULL or "" for none), when it differs from
- * u->sub.id, loses its index entry. |u| is borrowed and only read during the
- * call. ENS_EINVAL for a user that does not validate (ids, sizes, names). */
+/* store_user_save writes the whole mailbox in one MULTI/EXEC: the mailbox
+ * record (one HSET, so the credential blobs beside it are kept) and every
+ * device's index entry. |removed_ids| (|n_removed| device ids, may be NULL)
+ * lose their index entries unless they are back in |u|. |old_sub_id| is
+ * ignored (there is no subscription index any more) but still checked for
+ * length, and kept for source compatibility. |u| is borrowed and only read
+ * during the call. ENS_EINVAL for a user that does not validate (ids, sizes,
+ * names, duplicate devices), ENS_ETOOBIG past STORE_MAX_MAILBOX_RECORD. */
 int store_user_save(struct store *s, const struct store_user *u, const char *old_sub_id,
                     const char *const *removed_ids, size_t n_removed, uint64_t deadline_ms,
                     store_done_cb cb, void *ud);
 
-/* store_user_delete removes the mailbox, its devices and their indexes, its
- * email and sub index entries and every credential blob (two round trips: read,
- * then one MULTI/EXEC). ENS_ENOTFOUND to the callback when it did not exist. */
+/* store_user_delete removes the mailbox hash (record and every credential
+ * blob) and its devices' index entries: two round trips, a read of the record
+ * for the device ids, then one MULTI/EXEC. ENS_ENOTFOUND to the callback when
+ * there was no mailbox record (blobs without one are removed all the same). */
 int store_user_delete(struct store *s, const char *uid, uint64_t deadline_ms, store_done_cb cb,
                       void *ud);
 
-/* store_user_find_by_email looks up (tenant, email); the email is lower-cased
- * for the key. The callback's |uid| is borrowed for the call; ENS_ENOTFOUND
- * when absent. */
-int store_user_find_by_email(struct store *s, const char *tenant_id, const char *email,
-                             uint64_t deadline_ms, store_uid_cb cb, void *ud);
-
-/* store_user_find_by_device looks up the mailbox of a device id. */
+/* store_user_find_by_device looks up the mailbox of a device id. The
+ * callback's |uid| is borrowed for the call; ENS_ENOTFOUND when absent. */
 int store_user_find_by_device(struct store *s, const char *device_id, uint64_t deadline_ms,
                               store_uid_cb cb, void *ud);
 
-/* store_user_find_by_sub looks up the mailbox of an EWS subscription id. */
-int store_user_find_by_sub(struct store *s, const char *sub_id, uint64_t deadline_ms,
-                           store_uid_cb cb, void *ud);
-
 /* store_cred_put stores a sealed blob (binary-safe, at most STORE_MAX_CRED_BLOB
- * bytes, copied during the call) under the mailbox. */
+ * bytes, copied during the call) as field "c:<credId>" of the mailbox hash,
+ * replacing one of the same id. One command, so atomic. */
 int store_cred_put(struct store *s, const char *uid, const char *cred_id, const void *blob,
                    size_t len, uint64_t deadline_ms, store_done_cb cb, void *ud);
 

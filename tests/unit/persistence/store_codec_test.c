@@ -30,89 +30,168 @@ static void sample(struct store_device *d)
     snprintf(d->last_push_result, sizeof(d->last_push_result), "410 Unregistered");
 }
 
-static int decode_str(const char *json, struct store_device *d)
-{
-    return store_device_decode(span_cstr(json), d);
-}
-
 static void test_device_round_trip(void **state)
 {
     struct store_device d, back;
-    struct rt_buf b;
+    struct rt_buf b, again;
     sample(&d);
-    rt_buf_init(&b, STORE_MAX_DEVICE_JSON);
+    rt_buf_init(&b, STORE_MAX_DEVICE_RECORD);
     assert_int_equal(store_device_encode(&d, &b), 0);
     memset(&back, 0, sizeof(back));
     memcpy(back.device_id, d.device_id, sizeof(d.device_id));
     assert_int_equal(store_device_decode(rt_buf_span(&b), &back), 0);
     assert_memory_equal(&back, &d, sizeof(d));
+    /* one encoding only: encoding what was decoded gives the same bytes */
+    rt_buf_init(&again, STORE_MAX_DEVICE_RECORD);
+    assert_int_equal(store_device_encode(&back, &again), 0);
+    assert_int_equal(again.len, b.len);
+    assert_memory_equal(again.data, b.data, b.len);
+    rt_buf_cleanup(&again);
     rt_buf_cleanup(&b);
+}
+
+/* An iOS device: hex token and key hash are packed to half their size, and
+ * fields at their default (ios, production, full, zero times) are left out. */
+static void test_device_is_compact(void **state)
+{
+    struct store_device d, back;
+    struct rt_buf b;
+    memset(&d, 0, sizeof(d));
+    snprintf(d.client_id, sizeof(d.client_id), "bench-device-0000");
+    snprintf(d.platform, sizeof(d.platform), "ios");
+    for (int i = 0; i < 64; i++)
+        d.push_token[i] = "0123456789abcdef"[i % 16];
+    snprintf(d.app_id, sizeof(d.app_id), "com.example.mail");
+    snprintf(d.environment, sizeof(d.environment), "production");
+    memset(d.key_hash, 'f', STORE_KEY_HASH_CHARS);
+    snprintf(d.preview, sizeof(d.preview), "full");
+    d.badge = 1;
+    d.created_at = 1764000000;
+    rt_buf_init(&b, STORE_MAX_DEVICE_RECORD);
+    assert_int_equal(store_device_encode(&d, &b), 0);
+    /* tag, header, bytes: client 1+1+17, token 1+2+32, app 1+1+16, key hash
+     * 1+2+32, badge 1+1, created 1+5 */
+    assert_int_equal(b.len, 19 + 35 + 18 + 35 + 2 + 6);
+    memset(&back, 0, sizeof(back));
+    assert_int_equal(store_device_decode(rt_buf_span(&b), &back), 0);
+    assert_memory_equal(&back, &d, sizeof(d));
+    rt_buf_cleanup(&b);
+}
+
+/* A minimal valid device: client "x", token "t", a zero key hash. */
+static size_t minimal(uint8_t *out)
+{
+    size_t n = 0;
+    out[n++] = 1;      /* client_id */
+    out[n++] = 1 << 2; /* text, 1 byte */
+    out[n++] = 'x';
+    out[n++] = 3; /* push_token */
+    out[n++] = 1 << 2;
+    out[n++] = 't';
+    out[n++] = 6;    /* key_hash */
+    out[n++] = 0x81; /* varint 129: hex (1), 32 bytes */
+    out[n++] = 0x01;
+    memset(out + n, 0, 32);
+    return n + 32;
+}
+
+static int decode_bytes(const uint8_t *p, size_t n)
+{
+    struct store_device d;
+    memset(&d, 0, sizeof(d));
+    return store_device_decode(span_make(p, n), &d);
+}
+
+/* |m| plus |extra| bytes appended. */
+static int decode_plus(const void *extra, size_t n)
+{
+    uint8_t buf[256];
+    size_t m = minimal(buf);
+    memcpy(buf + m, extra, n);
+    return decode_bytes(buf, m + n);
 }
 
 static void test_device_rejects_bad_records(void **state)
 {
+    uint8_t buf[STORE_MAX_DEVICE_RECORD + 64];
+    size_t m = minimal(buf);
     struct store_device d;
-    const char *hash = "\"k\":\"0000000000000000000000000000000000000000000000000000000000000000\"";
-    char ok[512], bad[512];
-    snprintf(ok, sizeof(ok),
-             "{\"c\":\"x\",\"p\":\"ios\",\"t\":\"ab\",\"e\":\"production\",%s,\"v\":\"full\"}",
-             hash);
-    assert_int_equal(decode_str(ok, &d), 0);
-    assert_int_equal(d.badge, 0);
+    memset(&d, 0, sizeof(d));
+    assert_int_equal(store_device_decode(span_make(buf, m), &d), 0);
+    assert_string_equal(d.platform, "ios");
+    assert_string_equal(d.environment, "production");
+    assert_string_equal(d.preview, "full");
     assert_string_equal(d.app_id, "");
+    assert_int_equal(d.badge, 0);
+    assert_string_equal(d.key_hash,
+                        "0000000000000000000000000000000000000000000000000000000000000000");
 
-    assert_int_equal(decode_str("[]", &d), ENS_EPARSE);
-    assert_int_equal(decode_str("", &d), ENS_EPARSE);
-    assert_int_equal(decode_str("{\"c\":", &d), ENS_EPARSE);
-    snprintf(bad, sizeof(bad),
-             "{\"c\":\"x\",\"p\":\"windows\",\"t\":\"ab\",\"e\":\"production\",%s,\"v\":\"full\"}",
-             hash);
-    assert_int_equal(decode_str(bad, &d), ENS_EPARSE);
-    /* missing push token */
-    snprintf(bad, sizeof(bad), "{\"c\":\"x\",\"p\":\"ios\",\"e\":\"production\",%s,\"v\":\"full\"}",
-             hash);
-    assert_int_equal(decode_str(bad, &d), ENS_EPARSE);
-    /* wrong types */
-    snprintf(bad, sizeof(bad),
-             "{\"c\":1,\"p\":\"ios\",\"t\":\"ab\",\"e\":\"production\",%s,\"v\":\"full\"}", hash);
-    assert_int_equal(decode_str(bad, &d), ENS_EPARSE);
-    snprintf(
-        bad, sizeof(bad),
-        "{\"c\":\"x\",\"p\":\"ios\",\"t\":\"ab\",\"e\":\"production\",%s,\"v\":\"full\",\"b\":1}",
-        hash);
-    assert_int_equal(decode_str(bad, &d), ENS_EPARSE);
-    snprintf(bad, sizeof(bad),
-             "{\"c\":\"x\",\"p\":\"ios\",\"t\":\"ab\",\"e\":\"production\",%s,\"v\":\"full\","
-             "\"ct\":1.5}",
-             hash);
-    assert_int_equal(decode_str(bad, &d), ENS_EPARSE);
-    snprintf(bad, sizeof(bad),
-             "{\"c\":\"x\",\"p\":\"ios\",\"t\":\"ab\",\"e\":\"production\",%s,\"v\":\"full\","
-             "\"ct\":1e300}",
-             hash);
-    assert_int_equal(decode_str(bad, &d), ENS_EPARSE);
-    /* a key hash that is not 64 lower-case hex chars */
-    assert_int_equal(decode_str("{\"c\":\"x\",\"p\":\"ios\",\"t\":\"ab\",\"e\":\"production\","
-                                "\"k\":\"abc\",\"v\":\"full\"}",
-                                &d),
-                     ENS_EPARSE);
-    /* an oversized field, and an oversized record */
-    char big[STORE_MAX_DEVICE_JSON + 64];
-    char tok[STORE_MAX_PUSH_TOKEN + 2];
-    memset(tok, 'a', sizeof(tok) - 1);
-    tok[sizeof(tok) - 1] = '\0';
-    snprintf(big, sizeof(big),
-             "{\"c\":\"x\",\"p\":\"ios\",\"t\":\"%s\",\"e\":\"production\",%s,\"v\":\"full\"}", tok,
-             hash);
-    assert_int_equal(decode_str(big, &d), ENS_ETOOBIG);
-    memset(big, ' ', sizeof(big) - 1);
-    big[0] = '{';
-    big[sizeof(big) - 2] = '}';
-    big[sizeof(big) - 1] = '\0';
-    assert_int_equal(decode_str(big, &d), ENS_ETOOBIG);
-    /* bytes after a NUL are not silently ignored */
-    const char nul[] = "{\"c\":\"x\"}\0garbage";
-    assert_int_not_equal(store_device_decode(span_make(nul, sizeof(nul) - 1), &d), 0);
+    /* empty, truncated, and missing required fields */
+    assert_int_equal(decode_bytes(buf, 0), ENS_EPARSE);
+    for (size_t i = 1; i < m; i++)
+        assert_int_equal(decode_bytes(buf, i), ENS_EPARSE);
+    assert_int_equal(decode_bytes(buf + 3, m - 3), ENS_EPARSE);
+    /* a tag again, a tag out of order, an unknown tag, trailing bytes */
+    const uint8_t again[] = {6, 32 << 1 | 1};
+    assert_int_equal(decode_plus(again, 2), ENS_EPARSE);
+    const uint8_t order[] = {2, 1};
+    uint8_t swapped[64];
+    memcpy(swapped, order, 2);
+    memcpy(swapped + 2, buf, m);
+    assert_int_equal(decode_bytes(swapped, m + 2), ENS_EPARSE);
+    const uint8_t unknown[] = {13, 1}, trailing[] = {0};
+    assert_int_equal(decode_plus(unknown, 2), ENS_EPARSE);
+    assert_int_equal(decode_plus(trailing, 1), ENS_EPARSE);
+    /* defaults written out, values out of range */
+    const uint8_t badge0[] = {8, 0}, badge2[] = {8, 2}, badge1[] = {8, 1};
+    assert_int_equal(decode_plus(badge0, 2), ENS_EPARSE);
+    assert_int_equal(decode_plus(badge2, 2), ENS_EPARSE);
+    assert_int_equal(decode_plus(badge1, 2), 0);
+    const uint8_t preview3[] = {7, 3}, preview2[] = {7, 2};
+    assert_int_equal(decode_plus(preview3, 2), ENS_EPARSE);
+    assert_int_equal(decode_plus(preview2, 2), 0);
+    const uint8_t empty_result[] = {12, 0};
+    assert_int_equal(decode_plus(empty_result, 2), ENS_EPARSE);
+    /* numbers: not minimal, past 64 bits; a negative one is fine */
+    const uint8_t long_zero[] = {10, 0x82, 0x00}, neg[] = {10, 0x01};
+    assert_int_equal(decode_plus(long_zero, 3), ENS_EPARSE);
+    assert_int_equal(decode_plus(neg, 2), 0);
+    const uint8_t huge[] = {11, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x02};
+    assert_int_equal(decode_plus(huge, sizeof(huge)), ENS_EPARSE);
+    const uint8_t max[] = {11, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x01};
+    assert_int_equal(decode_plus(max, sizeof(max)), 0);
+    /* strings: hex or base64 stored as text, a NUL inside, longer than the field */
+    const uint8_t hex_text[] = {12, 2 << 2, 'a', 'b'}, nul[] = {12, 2 << 2, 'a', 0};
+    const uint8_t b64_text[] = {12, 4 << 2, 'Q', 'U', 'J', 'D'};
+    const uint8_t text[] = {12, 8 << 2, '4', '1', '0', ' ', 'G', 'o', 'n', 'e'};
+    const uint8_t b64url_text[] = {12, 3 << 2, '4', '1', '0'}; /* is 2 bytes' base64url */
+    assert_int_equal(decode_plus(hex_text, sizeof(hex_text)), ENS_EPARSE);
+    assert_int_equal(decode_plus(b64_text, sizeof(b64_text)), ENS_EPARSE);
+    assert_int_equal(decode_plus(b64url_text, sizeof(b64url_text)), ENS_EPARSE);
+    assert_int_equal(decode_plus(nul, sizeof(nul)), ENS_EPARSE);
+    assert_int_equal(decode_plus(text, sizeof(text)), 0);
+    /* the same strings stored as their bytes are fine */
+    const uint8_t hex_packed[] = {12, 1 << 2 | 1, 0xab},
+                  b64url_packed[] = {12, 2 << 2 | 3, 0xe3, 0x5d};
+    assert_int_equal(decode_plus(hex_packed, sizeof(hex_packed)), 0);
+    assert_int_equal(decode_plus(b64url_packed, sizeof(b64url_packed)), 0);
+    uint8_t longr[3 + STORE_MAX_PUSH_RESULT + 1];
+    longr[0] = 12;
+    longr[1] = 0x84; /* varint 132: text, 33 bytes */
+    longr[2] = 0x01;
+    memset(longr + 3, '.', STORE_MAX_PUSH_RESULT + 1);
+    assert_int_equal(decode_plus(longr, sizeof(longr)), ENS_EPARSE);
+    longr[1] = 0x80; /* 128: text, 32 bytes */
+    assert_int_equal(decode_plus(longr, sizeof(longr) - 1), 0);
+    /* a key hash of the wrong length does not validate */
+    uint8_t short_hash[64];
+    memcpy(short_hash, buf, 7);
+    short_hash[7] = 31 << 2 | 1;
+    memset(short_hash + 8, 0, 31);
+    assert_int_equal(decode_bytes(short_hash, 8 + 31), ENS_EPARSE);
+    /* an oversized record */
+    memset(buf, 0, sizeof(buf));
+    assert_int_equal(decode_bytes(buf, STORE_MAX_DEVICE_RECORD + 1), ENS_ETOOBIG);
 }
 
 static void test_encode_refuses_invalid_device(void **state)
@@ -121,9 +200,120 @@ static void test_encode_refuses_invalid_device(void **state)
     struct rt_buf b;
     sample(&d);
     snprintf(d.platform, sizeof(d.platform), "web");
-    rt_buf_init(&b, STORE_MAX_DEVICE_JSON);
+    rt_buf_init(&b, STORE_MAX_DEVICE_RECORD);
     assert_int_equal(store_device_encode(&d, &b), ENS_EINVAL);
+    sample(&d);
+    d.badge = 2;
+    assert_int_equal(store_device_encode(&d, &b), ENS_EINVAL);
+    assert_int_equal(b.len, 0);
     rt_buf_cleanup(&b);
+}
+
+static struct store_user *full_user(void)
+{
+    struct store_user *u = store_user_new();
+    store_id_new(u->user_id);
+    store_id_new(u->tenant_id);
+    snprintf(u->email, sizeof(u->email), "Alice@Contoso.com");
+    snprintf(u->ews_url, sizeof(u->ews_url), "https://mail.contoso.com/EWS/Exchange.asmx");
+    snprintf(u->auth_type, sizeof(u->auth_type), "oauth");
+    u->cred_fp = 0xbeef;
+    u->badge = -3;
+    u->created_at = 1764000000;
+    u->updated_at = 1764000100;
+    memset(u->sub.id, 'S', STORE_MAX_SUB_ID);
+    u->sub.state = STORE_SUB_BLOCKED;
+    memset(u->sub.watermark, 'W', STORE_MAX_WATERMARK);
+    snprintf(u->sub.cred_id, sizeof(u->sub.cred_id), "0123456789abcdef");
+    u->sub.sealing_kid = UINT32_MAX;
+    u->sub.status_frequency_min = 5;
+    u->sub.last_status_at = INT64_MIN;
+    u->sub.created_at = INT64_MAX;
+    u->counters.callbacks = UINT64_MAX;
+    u->counters.notifications = 1;
+    u->counters.pushes_ok = 2;
+    u->counters.pushes_failed = 3;
+    for (int i = 0; i < STORE_MAX_DEVICES; i++) {
+        struct store_device *d = store_user_add_device(u);
+        sample(d);
+    }
+    return u;
+}
+
+static void test_mailbox_round_trip(void **state)
+{
+    struct store_user *u = full_user(), *got = NULL;
+    struct rt_buf b, again;
+    rt_buf_init(&b, STORE_MAX_MAILBOX_RECORD);
+    assert_int_equal(store_user_encode(u, &b), 0);
+    assert_int_equal(store_user_decode(rt_buf_span(&b), u->user_id, &got), 0);
+    assert_non_null(got);
+    assert_int_equal(got->n_devices, u->n_devices);
+    assert_memory_equal(got->devices, u->devices, u->n_devices * sizeof(*u->devices));
+    struct store_device *keep_dev = got->devices, *keep_u = u->devices;
+    got->devices = u->devices = NULL;
+    assert_memory_equal(got, u, sizeof(*u));
+    got->devices = keep_dev;
+    u->devices = keep_u;
+    rt_buf_init(&again, STORE_MAX_MAILBOX_RECORD);
+    assert_int_equal(store_user_encode(got, &again), 0);
+    assert_int_equal(again.len, b.len);
+    assert_memory_equal(again.data, b.data, b.len);
+
+    /* a device more than allowed, a wrong version, bad scalars: refused */
+    struct store_user *bad = NULL;
+    uint8_t *p = b.data;
+    p[0] = 2;
+    assert_int_equal(store_user_decode(rt_buf_span(&b), u->user_id, &bad), ENS_EPARSE);
+    assert_null(bad);
+    p[0] = 1;
+    assert_int_equal(store_user_decode(span_make(b.data, b.len - 1), u->user_id, &bad), ENS_EPARSE);
+    assert_int_equal(store_user_decode(span_make(b.data, 1), u->user_id, &bad), ENS_EPARSE);
+    assert_int_equal(store_user_decode(rt_buf_span(&b), "bad}", &bad), ENS_EINVAL);
+    rt_buf_cleanup(&again);
+    rt_buf_cleanup(&b);
+    store_user_free(got);
+
+    /* two devices with one id do not encode */
+    memcpy(u->devices[1].device_id, u->devices[0].device_id, sizeof(u->devices[0].device_id));
+    rt_buf_init(&b, STORE_MAX_MAILBOX_RECORD);
+    assert_int_equal(store_user_encode(u, &b), ENS_EINVAL);
+    rt_buf_cleanup(&b);
+    store_user_free(u);
+}
+
+/* A device whose body does not decode is skipped, the rest of the mailbox is kept. */
+static void test_mailbox_skips_bad_device(void **state)
+{
+    struct store_user *u = store_user_new(), *got = NULL;
+    store_id_new(u->user_id);
+    store_id_new(u->tenant_id);
+    snprintf(u->email, sizeof(u->email), "a@b");
+    sample(store_user_add_device(u));
+    sample(store_user_add_device(u));
+    struct rt_buf b;
+    rt_buf_init(&b, STORE_MAX_MAILBOX_RECORD);
+    assert_int_equal(store_user_encode(u, &b), 0);
+    /* the first device's body starts with client_id (tag 1): make it tag 0,
+     * which no table knows */
+    struct rt_buf body;
+    rt_buf_init(&body, STORE_MAX_DEVICE_RECORD);
+    assert_int_equal(store_device_encode(&u->devices[0], &body), 0);
+    uint8_t *p = b.data;
+    size_t at = 0;
+    for (size_t i = 0; at == 0 && i + body.len <= b.len; i++)
+        if (memcmp(p + i, body.data, body.len) == 0)
+            at = i;
+    rt_buf_cleanup(&body);
+    assert_true(at > 0);
+    assert_int_equal(p[at], 1);
+    p[at] = 0;
+    assert_int_equal(store_user_decode(rt_buf_span(&b), u->user_id, &got), 0);
+    assert_int_equal(got->n_devices, 1);
+    assert_string_equal(got->devices[0].device_id, u->devices[1].device_id);
+    store_user_free(got);
+    rt_buf_cleanup(&b);
+    store_user_free(u);
 }
 
 static void test_sub_state_names(void **state)
@@ -210,8 +400,11 @@ int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_device_round_trip),
+        cmocka_unit_test(test_device_is_compact),
         cmocka_unit_test(test_device_rejects_bad_records),
         cmocka_unit_test(test_encode_refuses_invalid_device),
+        cmocka_unit_test(test_mailbox_round_trip),
+        cmocka_unit_test(test_mailbox_skips_bad_device),
         cmocka_unit_test(test_sub_state_names),
         cmocka_unit_test(test_ids),
         cmocka_unit_test(test_urls),
