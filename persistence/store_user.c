@@ -749,14 +749,16 @@ int store_user_decode(struct span rec, const char *uid, struct store_user **out)
 
 /* ---- keys ---- */
 
+/* Ids are validated STORE_ID_CHARS strings; the precision makes that bound
+ * visible to the compiler too. */
 static void key_user(char *out, const char *uid)
 {
-    snprintf(out, STORE_MAX_KEY, "ens:u:{%s}", uid);
+    snprintf(out, STORE_MAX_KEY, "ens:u:{%.*s}", STORE_ID_CHARS, uid);
 }
 
 static void key_dev_idx(char *out, const char *device_id)
 {
-    snprintf(out, STORE_MAX_KEY, "ens:idx:dev:%s", device_id);
+    snprintf(out, STORE_MAX_KEY, "ens:idx:dev:%.*s", STORE_ID_CHARS, device_id);
 }
 
 /* The hash field of a credential blob: "c:" and 16 hex chars. */
@@ -816,21 +818,29 @@ static void on_load(int err, redisReply *r, void *ud)
     ens_free(q);
 }
 
+/* mailbox_read sends HGET of |uid|'s record with |q| (taken on success, freed
+ * on error) as the reply's context. Load and delete both start with it. */
+static int mailbox_read(struct store *s, const char *uid, uint64_t deadline_ms, store_reply_cb fn,
+                        struct req *q)
+{
+    char key[STORE_MAX_KEY];
+    key_user(key, uid);
+    const char *argv[3] = {"HGET", key, FIELD_MAILBOX};
+    memcpy(q->uid, uid, sizeof(q->uid));
+    int rc = store_cmdargv(s, 3, argv, NULL, deadline_ms, fn, q);
+    if (rc)
+        ens_free(q);
+    return rc;
+}
+
 int store_user_load(struct store *s, const char *uid, uint64_t deadline_ms, store_user_cb cb,
                     void *ud)
 {
     if (!store_id_valid(uid) || cb == NULL)
         return ENS_EINVAL;
-    char key[STORE_MAX_KEY];
-    key_user(key, uid);
-    const char *argv[3] = {"HGET", key, FIELD_MAILBOX};
     struct req *q = req_new(s, ud, deadline_ms);
     q->user_cb = cb;
-    memcpy(q->uid, uid, sizeof(q->uid));
-    int rc = store_cmdargv(s, 3, argv, NULL, deadline_ms, on_load, q);
-    if (rc)
-        ens_free(q);
-    return rc;
+    return mailbox_read(s, uid, deadline_ms, on_load, q);
 }
 
 /* ---- save ---- */
@@ -1002,16 +1012,9 @@ int store_user_delete(struct store *s, const char *uid, uint64_t deadline_ms, st
 {
     if (!store_id_valid(uid) || cb == NULL)
         return ENS_EINVAL;
-    char key[STORE_MAX_KEY];
-    key_user(key, uid);
-    const char *argv[3] = {"HGET", key, FIELD_MAILBOX};
     struct req *q = req_new(s, ud, deadline_ms);
     q->done_cb = cb;
-    memcpy(q->uid, uid, sizeof(q->uid));
-    int rc = store_cmdargv(s, 3, argv, NULL, deadline_ms, on_delete_read, q);
-    if (rc)
-        ens_free(q);
-    return rc;
+    return mailbox_read(s, uid, deadline_ms, on_delete_read, q);
 }
 
 /* ---- index lookups ---- */

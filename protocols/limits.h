@@ -61,8 +61,8 @@
 #define H2_SERVER_MAX_HEADER_LIST        (16 * 1024) /* like H1_MAX_HEADER_BYTES; 431 past it */
 #define H2_SERVER_MAX_CONN_BUFFERED      (8 * 1024 * 1024) /* request bodies held per connection */
 #define H2_SERVER_MAX_WRITE_PENDING      (4 * 1024 * 1024) /* unread output: slow reader, close */
-#define H2_SERVER_MAX_OUTBOUND_ACK       1000 /* queued PING/SETTINGS ACKs (flood) */
-#define H2_SERVER_MAX_SETTINGS           32   /* entries per SETTINGS frame */
+#define H2_SERVER_MAX_OUTBOUND_ACK       1000              /* queued PING/SETTINGS ACKs (flood) */
+#define H2_SERVER_MAX_SETTINGS           32                /* entries per SETTINGS frame */
 #define H2_SERVER_MAX_CONTINUATIONS      8    /* CONTINUATION frames per header block */
 #define H2_SERVER_RESET_BURST            1000 /* client RST_STREAM token bucket (rapid reset) */
 #define H2_SERVER_RESET_RATE             33   /* tokens per second */
