@@ -13,6 +13,7 @@
 #include "protocols/h2_client.h"
 
 #include <nghttp2/nghttp2.h>
+#include <openssl/rand.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -498,7 +499,9 @@ static void schedule_reconnect(struct h2_client *c, int failed)
         c->backoff_ms = H2_RECONNECT_MAX_MS;
     /* +-20% jitter so that many clients do not reconnect in step. */
     uint64_t span = c->backoff_ms / 5;
-    uint64_t wait = c->backoff_ms - span + (span ? (uint64_t)rand() % (2 * span + 1) : 0);
+    uint32_t r = 0;
+    RAND_bytes((uint8_t *)&r, sizeof(r)); /* rand() is global state shared by all threads */
+    uint64_t wait = c->backoff_ms - span + (span ? (uint64_t)r % (2 * span + 1) : 0);
     c->state = CS_BACKOFF;
     uv_timer_start(&c->backoff, backoff_cb, wait, 0);
 }
