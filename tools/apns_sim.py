@@ -22,25 +22,18 @@ Needs python3-h2 and python3-cryptography (Debian packages).
 """
 import argparse
 import asyncio
-import base64
-import binascii
-import http.server
 import json
 import re
-import ssl
 import sys
-import threading
 import time
 import uuid
 
-import h2.config
-import h2.connection
-import h2.events
-import h2.settings
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.asymmetric.utils import encode_dss_signature
+
+import simlib
 
 MAX_PAYLOAD = 4096
 PUSH_TYPES = {"alert", "background", "voip", "complication", "fileprovider", "mdm",
@@ -51,21 +44,13 @@ JWT_MAX_AGE_S = 3600
 STREAMS_AFTER_AUTH = 1000
 
 
-class State:
+class State(simlib.BaseState):
     def __init__(self):
-        self.lock = threading.Lock()
+        super().__init__()
         self.pushes = []
         self.fail = []  # [(status, reason)], consumed in order
         self.unregistered = {}  # token -> timestamp ms
         self.delay_ms = 0
-        self.connections = 0
-        self.max_concurrent = 0
-        self.rejected = 0
-
-
-def b64url_decode(s):
-    s += "=" * (-len(s) % 4)
-    return base64.urlsafe_b64decode(s.encode("ascii"))
 
 
 class Verifier:
@@ -80,24 +65,16 @@ class Verifier:
             return "MissingProviderToken"
         if not auth.startswith("bearer "):
             return "InvalidProviderToken"
-        parts = auth[len("bearer "):].split(".")
-        if len(parts) != 3:
-            return "InvalidProviderToken"
         try:
-            header = json.loads(b64url_decode(parts[0]))
-            claims = json.loads(b64url_decode(parts[1]))
-            sig = b64url_decode(parts[2])
-        except (ValueError, binascii.Error, UnicodeDecodeError):
-            return "InvalidProviderToken"
-        if not isinstance(header, dict) or not isinstance(claims, dict):
+            header, claims, sig, signed = simlib.decode_jwt(auth[len("bearer "):])
+        except simlib.JwtError:
             return "InvalidProviderToken"
         if header.get("alg") != "ES256" or header.get("kid") != self.key_id or len(sig) != 64:
             return "InvalidProviderToken"
         r = int.from_bytes(sig[:32], "big")
         s = int.from_bytes(sig[32:], "big")
         try:
-            self.pub.verify(encode_dss_signature(r, s), (parts[0] + "." + parts[1]).encode("ascii"),
-                            ec.ECDSA(hashes.SHA256()))
+            self.pub.verify(encode_dss_signature(r, s), signed, ec.ECDSA(hashes.SHA256()))
         except InvalidSignature:
             return "InvalidProviderToken"
         if claims.get("iss") != self.team_id:
@@ -110,76 +87,27 @@ class Verifier:
         return None
 
 
-class H2Protocol(asyncio.Protocol):
-    next_id = 0
+class H2Protocol(simlib.H2Protocol):
+    NAME = "apns_sim"
+    MAX_PAYLOAD = MAX_PAYLOAD
+    BODY_CAP = 2 * MAX_PAYLOAD
+    INITIAL_SETTINGS = {simlib.MAX_CONCURRENT_STREAMS: 1}
 
     def __init__(self, state, verifier):
-        self.state = state
+        super().__init__(state)
         self.verifier = verifier
-        self.conn = h2.connection.H2Connection(
-            config=h2.config.H2Configuration(client_side=False, header_encoding="utf-8"))
-        self.streams = {}
-        self.transport = None
         self.authed = False
-        H2Protocol.next_id += 1
-        self.conn_id = H2Protocol.next_id
 
-    def connection_made(self, transport):
-        self.transport = transport
-        with self.state.lock:
-            self.state.connections += 1
-        self.conn.initiate_connection()
-        self.conn.update_settings({h2.settings.SettingCodes.MAX_CONCURRENT_STREAMS: 1})
-        self.flush()
-
-    def flush(self):
-        data = self.conn.data_to_send()
-        if data and self.transport and not self.transport.is_closing():
-            self.transport.write(data)
-
-    def data_received(self, data):
-        try:
-            events = self.conn.receive_data(data)
-        except Exception as e:  # a protocol error: h2 has queued a GOAWAY
-            print(f"apns_sim: h2 error {e!r}", file=sys.stderr)
-            self.flush()
-            self.transport.close()
-            return
-        for ev in events:
-            if isinstance(ev, h2.events.RequestReceived):
-                self.streams[ev.stream_id] = {"headers": ev.headers, "body": bytearray()}
-                open_now = len(self.streams)
-                with self.state.lock:
-                    self.state.max_concurrent = max(self.state.max_concurrent, open_now)
-            elif isinstance(ev, h2.events.DataReceived):
-                st = self.streams.get(ev.stream_id)
-                if st is not None:
-                    st["body"] += ev.data
-                    if len(st["body"]) > 2 * MAX_PAYLOAD:
-                        st["too_big"] = True
-                        st["body"] = st["body"][:MAX_PAYLOAD + 1]
-                self.conn.acknowledge_received_data(ev.flow_controlled_length, ev.stream_id)
-            elif isinstance(ev, h2.events.StreamEnded):
-                st = self.streams.get(ev.stream_id)
-                if st is not None:
-                    st["concurrent"] = len(self.streams)
-                    asyncio.get_event_loop().create_task(self.answer(ev.stream_id, st))
-            elif isinstance(ev, h2.events.StreamReset):
-                self.streams.pop(ev.stream_id, None)
-        self.flush()
-
-    def connection_lost(self, exc):
-        self.transport = None
+    def on_request(self, sid, st):
+        st["concurrent"] = len(self.streams)
+        asyncio.get_event_loop().create_task(self.answer(sid, st))
 
     async def answer(self, sid, st):
         status, reason, apns_id = self.judge(st)
         delay = self.state.delay_ms
         if delay:
             await asyncio.sleep(delay / 1000.0)
-        self.streams.pop(sid, None)
-        if self.transport is None:
-            return
-        headers = [(":status", str(status)), ("apns-id", apns_id)]
+        headers = [("apns-id", apns_id)]
         body = b""
         if status != 200:
             err = {"reason": reason}
@@ -188,16 +116,11 @@ class H2Protocol(asyncio.Protocol):
             body = json.dumps(err).encode()
             headers.append(("content-type", "application/json"))
             headers.append(("content-length", str(len(body))))
-        try:
-            self.conn.send_headers(sid, headers, end_stream=not body)
-            if body:
-                self.conn.send_data(sid, body, end_stream=True)
-        except Exception as e:  # the stream was reset meanwhile
-            print(f"apns_sim: cannot answer stream {sid}: {e!r}", file=sys.stderr)
+        if not self.send_response(sid, status, headers, body):
+            return
         if status == 200 and not self.authed:
             self.authed = True
-            self.conn.update_settings(
-                {h2.settings.SettingCodes.MAX_CONCURRENT_STREAMS: STREAMS_AFTER_AUTH})
+            self.conn.update_settings({simlib.MAX_CONCURRENT_STREAMS: STREAMS_AFTER_AUTH})
         self.flush()
 
     def judge(self, st):
@@ -211,8 +134,7 @@ class H2Protocol(asyncio.Protocol):
         apns_id = hdrs.get("apns-id") or str(uuid.uuid4())
 
         def reject(status, reason):
-            with self.state.lock:
-                self.state.rejected += 1
+            self.state.count_rejected()
             return status, reason, apns_id
 
         if dup:
@@ -270,95 +192,47 @@ class H2Protocol(asyncio.Protocol):
         return 200, "", apns_id
 
 
-def control_handler(state):
-    class Handler(http.server.BaseHTTPRequestHandler):
-        def log_message(self, fmt, *args):
-            pass
+def control_routes(state):
+    """The control API (see the module docstring); runs under state.lock."""
 
-        def reply(self, code, obj):
-            data = json.dumps(obj).encode()
-            self.send_response(code)
-            self.send_header("content-type", "application/json")
-            self.send_header("content-length", str(len(data)))
-            self.end_headers()
-            self.wfile.write(data)
+    def stats(_):
+        return {"connections": state.connections, "max_concurrent": state.max_concurrent,
+                "rejected": state.rejected}
 
-        def body(self):
-            n = int(self.headers.get("content-length") or 0)
-            return json.loads(self.rfile.read(n) or b"{}")
+    def clear(_):
+        state.pushes.clear()
+        return {}
 
-        def do_GET(self):
-            with state.lock:
-                if self.path == "/pushes":
-                    return self.reply(200, state.pushes)
-                if self.path == "/stats":
-                    return self.reply(200, {"connections": state.connections,
-                                            "max_concurrent": state.max_concurrent,
-                                            "rejected": state.rejected})
-            self.reply(404, {"error": "not found"})
+    def fail(req):
+        n = int(req.get("count", 1))
+        state.fail.extend([(int(req.get("status", 503)),
+                            str(req.get("reason", "ServiceUnavailable")))] * n)
+        return {}
 
-        def do_DELETE(self):
-            if self.path == "/pushes":
-                with state.lock:
-                    state.pushes.clear()
-                return self.reply(200, {})
-            self.reply(404, {"error": "not found"})
+    def unregister(req):
+        state.unregistered[str(req["token"]).lower()] = int(time.time() * 1000)
+        return {}
 
-        def do_POST(self):
-            try:
-                req = self.body()
-            except ValueError:
-                return self.reply(400, {"error": "bad json"})
-            with state.lock:
-                if self.path == "/fail":
-                    n = int(req.get("count", 1))
-                    state.fail.extend([(int(req.get("status", 503)),
-                                        str(req.get("reason", "ServiceUnavailable")))] * n)
-                    return self.reply(200, {})
-                if self.path == "/unregister":
-                    state.unregistered[str(req["token"]).lower()] = int(time.time() * 1000)
-                    return self.reply(200, {})
-                if self.path == "/delay":
-                    state.delay_ms = int(req.get("ms", 0))
-                    return self.reply(200, {})
-            self.reply(404, {"error": "not found"})
+    def delay(req):
+        state.delay_ms = int(req.get("ms", 0))
+        return {}
 
-    return Handler
+    return {("GET", "/pushes"): lambda _: state.pushes,
+            ("GET", "/stats"): stats,
+            ("DELETE", "/pushes"): clear,
+            ("POST", "/fail"): fail,
+            ("POST", "/unregister"): unregister,
+            ("POST", "/delay"): delay}
 
 
-def split_hostport(s):
-    host, _, port = s.rpartition(":")
-    return host.strip("[]"), int(port)
-
-
-async def main_async(args):
+def load_pub(args):
     if args.key_pub:
         with open(args.key_pub, "rb") as f:
-            pub = serialization.load_pem_public_key(f.read())
-    elif args.p8:
+            return serialization.load_pem_public_key(f.read())
+    if args.p8:
         with open(args.p8, "rb") as f:
-            pub = serialization.load_pem_private_key(f.read(), password=None).public_key()
-    else:
-        sys.exit("apns_sim: --key-pub or --p8 is required")
-    state = State()
-    verifier = Verifier(args.team_id, args.key_id, pub)
-
-    ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-    ctx.load_cert_chain(args.cert, args.key)
-    ctx.set_alpn_protocols(["h2"])
-    ctx.minimum_version = ssl.TLSVersion.TLSv1_2
-
-    host, port = split_hostport(args.listen)
-    loop = asyncio.get_running_loop()
-    server = await loop.create_server(lambda: H2Protocol(state, verifier), host, port, ssl=ctx)
-
-    chost, cport = split_hostport(args.control)
-    httpd = http.server.ThreadingHTTPServer((chost, cport), control_handler(state))
-    threading.Thread(target=httpd.serve_forever, daemon=True).start()
-
-    print("apns_sim ready", flush=True)
-    async with server:
-        await server.serve_forever()
+            return serialization.load_pem_private_key(f.read(), password=None).public_key()
+    sys.exit("apns_sim: --key-pub or --p8 is required")
 
 
 def main():
@@ -372,10 +246,11 @@ def main():
     ap.add_argument("--key-pub", help="PEM public key of the provider token key")
     ap.add_argument("--p8", help="or the .p8 private key itself")
     args = ap.parse_args()
-    try:
-        asyncio.run(main_async(args))
-    except KeyboardInterrupt:
-        pass
+    verifier = Verifier(args.team_id, args.key_id, load_pub(args))
+    state = State()
+    simlib.run("apns_sim", args.listen, simlib.tls_server_context(args.cert, args.key, "h2"),
+               lambda: H2Protocol(state, verifier),
+               [(args.control, simlib.control_handler(state, control_routes(state)), None)])
 
 
 if __name__ == "__main__":

@@ -31,26 +31,19 @@ writes a test service-account JSON with a fresh RSA-2048 key.
 Needs python3-h2 and python3-cryptography (Debian packages).
 """
 import argparse
-import asyncio
-import base64
-import binascii
-import http.server
 import json
 import os
 import re
 import secrets
-import ssl
 import sys
-import threading
 import time
 import urllib.parse
 
-import h2.config
-import h2.connection
-import h2.events
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import padding, rsa
+
+import simlib
 
 MAX_PAYLOAD = 4096
 SCOPE = "https://www.googleapis.com/auth/firebase.messaging"
@@ -74,23 +67,16 @@ ERRORS = {
 }
 
 
-class State:
+class State(simlib.BaseState):
     def __init__(self):
-        self.lock = threading.Lock()
+        super().__init__()
         self.messages = []
         self.fail = []  # [(status, errorCode, retryAfter)], consumed in order
         self.unregistered = set()
         self.tokens = {}  # access token -> expiry (unix seconds)
         self.tokens_issued = 0
-        self.connections = 0
-        self.rejected = 0
         self.unauthenticated = 0
         self.next_msg = 1000
-
-
-def b64url_decode(s):
-    s += "=" * (-len(s) % 4)
-    return base64.urlsafe_b64decode(s.encode("ascii"))
 
 
 def error_body(status, canonical, message, code=None):
@@ -111,22 +97,14 @@ class Account:
 
     def check_assertion(self, jwt, aud):
         """Returns None when the assertion is good, else a description."""
-        parts = jwt.split(".")
-        if len(parts) != 3:
-            return "not a JWT"
         try:
-            header = json.loads(b64url_decode(parts[0]))
-            claims = json.loads(b64url_decode(parts[1]))
-            sig = b64url_decode(parts[2])
-        except (ValueError, binascii.Error, UnicodeDecodeError):
-            return "undecodable JWT"
-        if not isinstance(header, dict) or not isinstance(claims, dict):
-            return "JWT parts are not objects"
+            header, claims, sig, signed = simlib.decode_jwt(jwt)
+        except simlib.JwtError as e:
+            return str(e)
         if header.get("alg") != "RS256" or header.get("typ", "JWT") != "JWT":
             return "alg must be RS256"
         try:
-            self.pub.verify(sig, (parts[0] + "." + parts[1]).encode("ascii"),
-                            padding.PKCS1v15(), hashes.SHA256())
+            self.pub.verify(sig, signed, padding.PKCS1v15(), hashes.SHA256())
         except InvalidSignature:
             return "Invalid JWT Signature."
         if claims.get("iss") != self.client_email:
@@ -146,66 +124,19 @@ class Account:
         return None
 
 
-class H2Protocol(asyncio.Protocol):
+class H2Protocol(simlib.H2Protocol):
+    NAME = "fcm_sim"
+    MAX_PAYLOAD = MAX_PAYLOAD
+    BODY_CAP = 4 * MAX_PAYLOAD
+
     def __init__(self, state, account):
-        self.state = state
+        super().__init__(state)
         self.account = account
-        self.conn = h2.connection.H2Connection(
-            config=h2.config.H2Configuration(client_side=False, header_encoding="utf-8"))
-        self.streams = {}
-        self.transport = None
 
-    def connection_made(self, transport):
-        self.transport = transport
-        with self.state.lock:
-            self.state.connections += 1
-        self.conn.initiate_connection()
-        self.flush()
-
-    def flush(self):
-        data = self.conn.data_to_send()
-        if data and self.transport and not self.transport.is_closing():
-            self.transport.write(data)
-
-    def data_received(self, data):
-        try:
-            events = self.conn.receive_data(data)
-        except Exception as e:  # a protocol error: h2 has queued a GOAWAY
-            print(f"fcm_sim: h2 error {e!r}", file=sys.stderr)
-            self.flush()
-            self.transport.close()
-            return
-        for ev in events:
-            if isinstance(ev, h2.events.RequestReceived):
-                self.streams[ev.stream_id] = {"headers": ev.headers, "body": bytearray()}
-            elif isinstance(ev, h2.events.DataReceived):
-                st = self.streams.get(ev.stream_id)
-                if st is not None:
-                    st["body"] += ev.data
-                    if len(st["body"]) > 4 * MAX_PAYLOAD:
-                        st["too_big"] = True
-                        st["body"] = st["body"][:MAX_PAYLOAD + 1]
-                self.conn.acknowledge_received_data(ev.flow_controlled_length, ev.stream_id)
-            elif isinstance(ev, h2.events.StreamEnded):
-                st = self.streams.pop(ev.stream_id, None)
-                if st is not None:
-                    self.answer(ev.stream_id, st)
-            elif isinstance(ev, h2.events.StreamReset):
-                self.streams.pop(ev.stream_id, None)
-        self.flush()
-
-    def connection_lost(self, exc):
-        self.transport = None
-
-    def answer(self, sid, st):
+    def on_request(self, sid, st):
         status, body, extra = self.judge(st)
-        headers = [(":status", str(status)), ("content-type", "application/json; charset=UTF-8"),
-                   ("content-length", str(len(body)))] + extra
-        try:
-            self.conn.send_headers(sid, headers)
-            self.conn.send_data(sid, body, end_stream=True)
-        except Exception as e:  # the stream was reset meanwhile
-            print(f"fcm_sim: cannot answer stream {sid}: {e!r}", file=sys.stderr)
+        self.send_response(sid, status, [("content-type", "application/json; charset=UTF-8"),
+                                         ("content-length", str(len(body)))] + extra, body)
 
     def judge(self, st):
         """Returns (status, body, extra headers) and records accepted messages."""
@@ -301,28 +232,16 @@ class H2Protocol(asyncio.Protocol):
         return None
 
     def reject(self, status, canonical, message, code=True):
-        with self.state.lock:
-            self.state.rejected += 1
+        self.state.count_rejected()
         return status, error_body(status, canonical, message,
                                   canonical if code else None), []
 
 
 def token_handler(state, account, aud):
-    class Handler(http.server.BaseHTTPRequestHandler):
+    class Handler(simlib.JsonHandler):
         protocol_version = "HTTP/1.1"
-
-        def log_message(self, fmt, *args):
-            pass
-
-        def reply(self, code, obj):
-            data = json.dumps(obj).encode()
-            self.send_response(code)
-            self.send_header("content-type", "application/json; charset=utf-8")
-            self.send_header("content-length", str(len(data)))
-            self.send_header("connection", "close")
-            self.end_headers()
-            self.wfile.write(data)
-            self.close_connection = True
+        content_type = "application/json; charset=utf-8"
+        close_after_reply = True
 
         def do_POST(self):
             n = int(self.headers.get("content-length") or 0)
@@ -354,68 +273,39 @@ def token_handler(state, account, aud):
     return Handler
 
 
-def control_handler(state):
-    class Handler(http.server.BaseHTTPRequestHandler):
-        def log_message(self, fmt, *args):
-            pass
+def control_routes(state):
+    """The control API (see the module docstring); runs under state.lock."""
 
-        def reply(self, code, obj):
-            data = json.dumps(obj).encode()
-            self.send_response(code)
-            self.send_header("content-type", "application/json")
-            self.send_header("content-length", str(len(data)))
-            self.end_headers()
-            self.wfile.write(data)
+    def stats(_):
+        return {"connections": state.connections, "tokens_issued": state.tokens_issued,
+                "rejected": state.rejected, "unauthenticated": state.unauthenticated}
 
-        def body(self):
-            n = int(self.headers.get("content-length") or 0)
-            return json.loads(self.rfile.read(n) or b"{}")
+    def clear(_):
+        state.messages.clear()
+        return {}
 
-        def do_GET(self):
-            with state.lock:
-                if self.path == "/messages":
-                    return self.reply(200, state.messages)
-                if self.path == "/stats":
-                    return self.reply(200, {"connections": state.connections,
-                                            "tokens_issued": state.tokens_issued,
-                                            "rejected": state.rejected,
-                                            "unauthenticated": state.unauthenticated})
-            self.reply(404, {"error": "not found"})
+    def fail(req):
+        n = int(req.get("count", 1))
+        status = int(req.get("status", 503))
+        code = str(req.get("errorStatus", "UNAVAILABLE"))
+        ra = req.get("retryAfter")
+        state.fail.extend([(status, code, None if ra is None else int(ra))] * n)
+        return {}
 
-        def do_DELETE(self):
-            if self.path == "/messages":
-                with state.lock:
-                    state.messages.clear()
-                return self.reply(200, {})
-            self.reply(404, {"error": "not found"})
+    def unregister(req):
+        state.unregistered.add(str(req["token"]))
+        return {}
 
-        def do_POST(self):
-            try:
-                req = self.body()
-            except ValueError:
-                return self.reply(400, {"error": "bad json"})
-            with state.lock:
-                if self.path == "/fail":
-                    n = int(req.get("count", 1))
-                    status = int(req.get("status", 503))
-                    code = str(req.get("errorStatus", "UNAVAILABLE"))
-                    ra = req.get("retryAfter")
-                    state.fail.extend([(status, code, None if ra is None else int(ra))] * n)
-                    return self.reply(200, {})
-                if self.path == "/unregister":
-                    state.unregistered.add(str(req["token"]))
-                    return self.reply(200, {})
-                if self.path == "/expire-tokens":
-                    state.tokens.clear()
-                    return self.reply(200, {})
-            self.reply(404, {"error": "not found"})
+    def expire_tokens(_):
+        state.tokens.clear()
+        return {}
 
-    return Handler
-
-
-def split_hostport(s):
-    host, _, port = s.rpartition(":")
-    return host.strip("[]"), int(port)
+    return {("GET", "/messages"): lambda _: state.messages,
+            ("GET", "/stats"): stats,
+            ("DELETE", "/messages"): clear,
+            ("POST", "/fail"): fail,
+            ("POST", "/unregister"): unregister,
+            ("POST", "/expire-tokens"): expire_tokens}
 
 
 def make_service_account(path, project_id, email, token_uri):
@@ -435,38 +325,6 @@ def make_service_account(path, project_id, email, token_uri):
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     with os.fdopen(fd, "w") as f:
         json.dump(sa, f, indent=2)
-
-
-async def main_async(args):
-    account = Account(args.service_account)
-    state = State()
-
-    ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-    ctx.load_cert_chain(args.cert, args.key)
-    ctx.set_alpn_protocols(["h2"])
-    ctx.minimum_version = ssl.TLSVersion.TLSv1_2
-
-    host, port = split_hostport(args.listen)
-    loop = asyncio.get_running_loop()
-    server = await loop.create_server(lambda: H2Protocol(state, account), host, port, ssl=ctx)
-
-    thost, tport = split_hostport(args.token_listen)
-    aud = args.token_url or f"https://{args.token_listen}/token"
-    tctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-    tctx.load_cert_chain(args.cert, args.key)
-    tctx.set_alpn_protocols(["http/1.1"])
-    tctx.minimum_version = ssl.TLSVersion.TLSv1_2
-    thttpd = http.server.ThreadingHTTPServer((thost, tport), token_handler(state, account, aud))
-    thttpd.socket = tctx.wrap_socket(thttpd.socket, server_side=True)
-    threading.Thread(target=thttpd.serve_forever, daemon=True).start()
-
-    chost, cport = split_hostport(args.control)
-    httpd = http.server.ThreadingHTTPServer((chost, cport), control_handler(state))
-    threading.Thread(target=httpd.serve_forever, daemon=True).start()
-
-    print("fcm_sim ready", flush=True)
-    async with server:
-        await server.serve_forever()
 
 
 def main():
@@ -491,10 +349,14 @@ def main():
     for opt in ("listen", "token_listen", "control", "cert", "key", "service_account"):
         if not getattr(args, opt):
             ap.error(f"--{opt.replace('_', '-')} is required")
-    try:
-        asyncio.run(main_async(args))
-    except KeyboardInterrupt:
-        pass
+    account = Account(args.service_account)
+    state = State()
+    aud = args.token_url or f"https://{args.token_listen}/token"
+    simlib.run("fcm_sim", args.listen, simlib.tls_server_context(args.cert, args.key, "h2"),
+               lambda: H2Protocol(state, account),
+               [(args.token_listen, token_handler(state, account, aud),
+                 simlib.tls_server_context(args.cert, args.key, "http/1.1")),
+                (args.control, simlib.control_handler(state, control_routes(state)), None)])
 
 
 if __name__ == "__main__":

@@ -7,61 +7,24 @@ Env: ENS_TEST_DATA (tests/data), ENS_SOURCE_DIR (repo root).
 """
 import json
 import os
-import socket
 import subprocess
 import sys
-import time
-import urllib.request
 
-SRC = os.environ.get("ENS_SOURCE_DIR", os.path.join(os.path.dirname(__file__), "..", ".."))
-DATA = os.environ.get("ENS_TEST_DATA", os.path.join(SRC, "tests", "data"))
-PKI = os.path.join(DATA, "pki")
+from live_common import PKI, SERVER_CERT, SimProcess, check, free_port, report
+
 TEAM, KID, TOPIC = "TEAM123456", "KEY1234567", "com.example.ens"
 TOK = ["%064x" % (0xA0 + i) for i in range(8)]
 EXPECTED_RAW = ('{"aps":{"alert":{"title":"Ann \\"A\\" Smith","body":"H\u00e9llo \u2713"},'
                 '"badge":3,"sound":"default","mutable-content":1,"thread-id":"u1"},'
                 '"ens":{"type":"new-mail","userId":"u1"}}')
 
-failures = []
 
-
-def check(cond, what):
-    print(("ok   " if cond else "FAIL ") + what, flush=True)
-    if not cond:
-        failures.append(what)
-
-
-def free_port():
-    s = socket.socket()
-    s.bind(("127.0.0.1", 0))
-    port = s.getsockname()[1]
-    s.close()
-    return port
-
-
-class Sim:
+class Sim(SimProcess):
     def __init__(self):
-        self.port, self.cport = free_port(), free_port()
-        self.proc = subprocess.Popen(
-            ["/usr/bin/python3", os.path.join(SRC, "tools", "apns_sim.py"),
-             "--listen", f"127.0.0.1:{self.port}", "--control", f"127.0.0.1:{self.cport}",
-             "--cert", os.path.join(PKI, "server.pem"), "--key", os.path.join(PKI, "server.key"),
-             "--team-id", TEAM, "--key-id", KID, "--key-pub", os.path.join(PKI, "apns-pub.pem")],
-            stdout=subprocess.PIPE, text=True)
-        line = self.proc.stdout.readline()
-        if "apns_sim ready" not in line:
-            raise SystemExit("simulator did not start")
-
-    def ctl(self, method, path, body=None):
-        data = json.dumps(body).encode() if body is not None else None
-        req = urllib.request.Request(f"http://127.0.0.1:{self.cport}{path}", data=data,
-                                     method=method)
-        with urllib.request.urlopen(req, timeout=5) as r:
-            return json.loads(r.read() or b"null")
-
-    def stop(self):
-        self.proc.terminate()
-        self.proc.wait(timeout=5)
+        self.port = free_port()
+        super().__init__("apns_sim", [
+            "--listen", f"127.0.0.1:{self.port}", *SERVER_CERT,
+            "--team-id", TEAM, "--key-id", KID, "--key-pub", os.path.join(PKI, "apns-pub.pem")])
 
 
 def drive(driver, sim, *steps):
@@ -133,9 +96,7 @@ def main():
               "403 ExpiredProviderToken is re-signed and resent once")
     finally:
         sim.stop()
-    passed = "all" if not failures else f"{len(failures)} failed"
-    print(f"apns_live: {passed}")
-    return 1 if failures else 0
+    return report("apns_live")
 
 
 if __name__ == "__main__":

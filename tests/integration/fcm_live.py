@@ -7,67 +7,34 @@ Env: ENS_TEST_DATA (tests/data), ENS_SOURCE_DIR (repo root).
 """
 import json
 import os
-import socket
 import subprocess
 import sys
 import tempfile
-import urllib.request
 
-SRC = os.environ.get("ENS_SOURCE_DIR", os.path.join(os.path.dirname(__file__), "..", ".."))
-DATA = os.environ.get("ENS_TEST_DATA", os.path.join(SRC, "tests", "data"))
-PKI = os.path.join(DATA, "pki")
-SIM = os.path.join(SRC, "tools", "fcm_sim.py")
+from live_common import PKI, PY, SERVER_CERT, SimProcess, check, free_port, report, sim_path
+
+SIM = sim_path("fcm_sim")
 PROJECT = "ens-live"
 TOK = ["cXr4Dev%02d:APA91bHsimulatedRegistrationToken_%02d" % (i, i) for i in range(8)]
 EXPECTED = ('{"message":{"token":"%s","data":{"type":"new-mail","title":"Ann \\"A\\" Smith",'
             '"body":"H\u00e9llo \u2713","badge":"3","userId":"u1"},'
             '"android":{"priority":"high"}}}')
 
-failures = []
+
+def make_service_account(path, token_url):
+    subprocess.run([PY, SIM, "--make-service-account", path,
+                    "--project-id", PROJECT, "--token-url", token_url], check=True)
 
 
-def check(cond, what):
-    print(("ok   " if cond else "FAIL ") + what, flush=True)
-    if not cond:
-        failures.append(what)
-
-
-def free_port():
-    s = socket.socket()
-    s.bind(("127.0.0.1", 0))
-    port = s.getsockname()[1]
-    s.close()
-    return port
-
-
-class Sim:
+class Sim(SimProcess):
     def __init__(self, tmp):
-        self.port, self.tport, self.cport = free_port(), free_port(), free_port()
+        self.port, self.tport = free_port(), free_port()
         self.token_url = f"https://127.0.0.1:{self.tport}/token"
         self.sa = os.path.join(tmp, "sa.json")
-        subprocess.run(["/usr/bin/python3", SIM, "--make-service-account", self.sa,
-                        "--project-id", PROJECT, "--token-url", self.token_url], check=True)
-        self.proc = subprocess.Popen(
-            ["/usr/bin/python3", SIM,
-             "--listen", f"127.0.0.1:{self.port}", "--token-listen", f"127.0.0.1:{self.tport}",
-             "--control", f"127.0.0.1:{self.cport}", "--token-url", self.token_url,
-             "--cert", os.path.join(PKI, "server.pem"), "--key", os.path.join(PKI, "server.key"),
-             "--service-account", self.sa],
-            stdout=subprocess.PIPE, text=True)
-        line = self.proc.stdout.readline()
-        if "fcm_sim ready" not in line:
-            raise SystemExit("simulator did not start")
-
-    def ctl(self, method, path, body=None):
-        data = json.dumps(body).encode() if body is not None else None
-        req = urllib.request.Request(f"http://127.0.0.1:{self.cport}{path}", data=data,
-                                     method=method)
-        with urllib.request.urlopen(req, timeout=5) as r:
-            return json.loads(r.read() or b"null")
-
-    def stop(self):
-        self.proc.terminate()
-        self.proc.wait(timeout=5)
+        make_service_account(self.sa, self.token_url)
+        super().__init__("fcm_sim", [
+            "--listen", f"127.0.0.1:{self.port}", "--token-listen", f"127.0.0.1:{self.tport}",
+            "--token-url", self.token_url, *SERVER_CERT, "--service-account", self.sa])
 
 
 def drive(driver, sim, *steps, on_pause=None):
@@ -107,9 +74,7 @@ def main():
             run(driver, sim)
         finally:
             sim.stop()
-    passed = "all" if not failures else f"{len(failures)} failed"
-    print(f"fcm_live: {passed}")
-    return 1 if failures else 0
+    return report("fcm_live")
 
 
 def run(driver, sim):
@@ -185,8 +150,7 @@ def run(driver, sim):
     # 7. A key the token endpoint does not know: the push ends with ENS_EAUTH, fatal.
     good = sim.sa
     sim.sa = os.path.join(os.path.dirname(good), "other.json")
-    subprocess.run(["/usr/bin/python3", SIM, "--make-service-account", sim.sa,
-                    "--project-id", PROJECT, "--token-url", sim.token_url], check=True)
+    make_service_account(sim.sa, sim.token_url)
     res, fetches = drive(driver, sim, TOK[0])
     sim.sa = good
     check(len(res) == 1 and res[0]["err"] == "EAUTH" and res[0]["class"] == "fatal"
