@@ -38,14 +38,17 @@ def main():
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--build", default="build", help="the CMake build directory")
     ap.add_argument("--dir", default="run", help="where the demo keeps its state")
-    ap.add_argument("--fresh", action="store_true", help="start from an empty state directory")
+    ap.add_argument("--keep-state", action="store_true",
+                    help="reuse the state directory of an earlier run instead of starting afresh")
+    ap.add_argument("--fresh", action="store_true", help=argparse.SUPPRESS)  # the default; kept for old habits
     ap.add_argument("--exit", action="store_true", help="stop after the demo instead of waiting")
     a = ap.parse_args()
 
     root = ensstack.ROOT
     build = os.path.join(root, a.build)
     work = os.path.join(root, a.dir)
-    if a.fresh and os.path.isdir(work):
+    # Each demo starts from nothing, so what it shows is this run's mailbox.
+    if not a.keep_state and os.path.isdir(work):
         shutil.rmtree(work)
     stack = ensstack.Stack(work, os.path.join(build, "ensd"), os.path.join(build, "ensctl"))
 
