@@ -60,7 +60,6 @@ struct user {
         struct rt_buf soap;
         struct seal_token token; /* secret: a subscription being created */
         struct rt_buf blob;
-        char old_sub_id[STORE_MAX_SUB_ID + 1];
         char old_cred_id[STORE_CRED_ID_CHARS + 1];
         char new_cred_id[STORE_CRED_ID_CHARS + 1];
         char device_key[64]; /* secret: returned once to a new device */
@@ -290,8 +289,8 @@ static void user_save(struct user *u, user_step_fn then)
     const char *removed[STORE_MAX_DEVICES];
     for (size_t i = 0; i < u->op.n_removed; i++)
         removed[i] = u->op.removed[i];
-    int rc = STORE_CALL(store_user_save, u->rec, u->op.old_sub_id[0] ? u->op.old_sub_id : NULL,
-                        removed, u->op.n_removed, user_deadline(u), on_saved, u);
+    int rc = STORE_CALL(store_user_save, u->rec, removed, u->op.n_removed, user_deadline(u),
+                        on_saved, u);
     if (rc)
         then(u, rc);
 }
@@ -464,7 +463,6 @@ static void on_subscribe_answer(const struct ews_result *r, void *ud)
 {
     struct user *u = ud;
     if (r->err && r->err != ENS_EREMOTE) {
-        u->op.old_sub_id[0] = '\0';
         if (r->err == ENS_EAUTH)
             subscribe_fail(u, 502, "ews_auth_failed", "Exchange refused the credentials");
         else
@@ -490,7 +488,6 @@ static void on_subscribe_answer(const struct ews_result *r, void *ud)
         return;
     }
     struct store_sub *sub = &u->rec->sub;
-    snprintf(u->op.old_sub_id, sizeof(u->op.old_sub_id), "%s", sub->id);
     snprintf(u->op.old_cred_id, sizeof(u->op.old_cred_id), "%s", sub->cred_id);
     snprintf(sub->id, sizeof(sub->id), "%s", resp.subscription_id);
     if (resp.watermark)
@@ -1029,7 +1026,6 @@ static void on_idle(struct user *u, struct rt_msg *m)
 static void end_subscription(struct user *u, enum store_sub_state state)
 {
     struct store_sub *sub = &u->rec->sub;
-    snprintf(u->op.old_sub_id, sizeof(u->op.old_sub_id), "%s", sub->id);
     snprintf(u->op.old_cred_id, sizeof(u->op.old_cred_id), "%s", sub->cred_id);
     sub->id[0] = '\0';
     sub->cred_id[0] = '\0';

@@ -260,17 +260,6 @@ int store_apitoken_add(struct store *s, const char *tenant_id, const uint8_t has
     return simple(s, 3, argv, NULL, deadline_ms, cb, ud);
 }
 
-int store_apitoken_del(struct store *s, const uint8_t hash[32], uint64_t deadline_ms,
-                       store_done_cb cb, void *ud)
-{
-    if (cb == NULL || hash == NULL)
-        return ENS_EINVAL;
-    char key[ADMIN_MAX_KEY];
-    key_apitok(key, hash);
-    const char *argv[] = {"DEL", key};
-    return simple(s, 2, argv, NULL, deadline_ms, cb, ud);
-}
-
 static void on_tenant_id(int err, redisReply *r, void *ud)
 {
     struct admin_req *q = ud;

@@ -66,10 +66,6 @@ int store_apitoken_add(struct store *s, const char *tenant_id, const uint8_t has
 int store_apitoken_lookup(struct store *s, const uint8_t hash[32], uint64_t deadline_ms,
                           store_uid_cb cb, void *ud);
 
-/* store_apitoken_del forgets a token hash; not an error when it was absent. */
-int store_apitoken_del(struct store *s, const uint8_t hash[32], uint64_t deadline_ms,
-                       store_done_cb cb, void *ud);
-
 /* store_keys_get reads the key blob |name| ([A-Za-z0-9._-], 1..64 chars); the
  * span is borrowed for the call. ENS_ENOTFOUND when absent. */
 int store_keys_get(struct store *s, const char *name, uint64_t deadline_ms, store_blob_cb cb,

@@ -494,11 +494,6 @@ int store_ready(const struct store *s)
     return s && s->ready && s->ac && !s->closing;
 }
 
-uv_loop_t *store_loop(const struct store *s)
-{
-    return s->loop;
-}
-
 void store_free(struct store *s)
 {
     if (s == NULL || s->closing)

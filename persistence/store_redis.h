@@ -58,9 +58,6 @@ struct store *store_new(uv_loop_t *loop, const char *url, char *err, size_t errl
 /* store_ready returns 1 while connected with the database selected, else 0. */
 int store_ready(const struct store *s);
 
-/* store_loop returns the loop the store runs on (borrowed). */
-uv_loop_t *store_loop(const struct store *s);
-
 /* store_free cancels every pending command (callbacks get ENS_ECANCELED before
  * this returns) and closes the connection. Memory is released from a later
  * close callback, after hiredis has let go, so calling it from inside a store

@@ -914,15 +914,11 @@ static int build_save(struct store_tx *tx, const struct store_user *u, struct sp
     return rc;
 }
 
-int store_user_save(struct store *s, const struct store_user *u, const char *old_sub_id,
-                    const char *const *removed_ids, size_t n_removed, uint64_t deadline_ms,
-                    store_done_cb cb, void *ud)
+int store_user_save(struct store *s, const struct store_user *u, const char *const *removed_ids,
+                    size_t n_removed, uint64_t deadline_ms, store_done_cb cb, void *ud)
 {
     if (u == NULL || cb == NULL || !user_check(u) || n_removed > STORE_MAX_REMOVE ||
         (n_removed && removed_ids == NULL))
-        return ENS_EINVAL;
-    /* Kept for source compatibility: there is no subscription index any more. */
-    if (old_sub_id && strlen(old_sub_id) > STORE_MAX_SUB_ID)
         return ENS_EINVAL;
     for (size_t i = 0; i < n_removed; i++)
         if (!store_id_valid(removed_ids[i]))

@@ -186,14 +186,11 @@ int store_user_load(struct store *s, const char *uid, uint64_t deadline_ms, stor
 /* store_user_save writes the whole mailbox in one MULTI/EXEC: the mailbox
  * record (one HSET, so the credential blobs beside it are kept) and every
  * device's index entry. |removed_ids| (|n_removed| device ids, may be NULL)
- * lose their index entries unless they are back in |u|. |old_sub_id| is
- * ignored (there is no subscription index any more) but still checked for
- * length, and kept for source compatibility. |u| is borrowed and only read
+ * lose their index entries unless they are back in |u|. |u| is borrowed and only read
  * during the call. ENS_EINVAL for a user that does not validate (ids, sizes,
  * names, duplicate devices), ENS_ETOOBIG past STORE_MAX_MAILBOX_RECORD. */
-int store_user_save(struct store *s, const struct store_user *u, const char *old_sub_id,
-                    const char *const *removed_ids, size_t n_removed, uint64_t deadline_ms,
-                    store_done_cb cb, void *ud);
+int store_user_save(struct store *s, const struct store_user *u, const char *const *removed_ids,
+                    size_t n_removed, uint64_t deadline_ms, store_done_cb cb, void *ud);
 
 /* store_user_delete removes the mailbox hash (record and every credential
  * blob) and its devices' index entries: two round trips, a read of the record

@@ -442,8 +442,3 @@ void apns_client_free(struct apns_client *c)
     for (int i = 0; i < 2; i++)
         h2_client_free(h[i]);
 }
-
-void apns_client_set_clock(struct apns_client *c, uint64_t (*fn)(void *ud), void *ud)
-{
-    apns_jwt_set_clock(c->jwt, fn, ud);
-}

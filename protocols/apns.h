@@ -124,7 +124,4 @@ void apns_client_free(struct apns_client *c);
  * A 403 ExpiredProviderToken is handled inside: re-sign, reconnect, resend once. */
 int apns_send(struct apns_client *c, const struct apns_push *p, apns_result_cb cb, void *ud);
 
-/* apns_client_set_clock injects a UNIX-seconds clock into the JWT signer. */
-void apns_client_set_clock(struct apns_client *c, uint64_t (*fn)(void *ud), void *ud);
-
 #endif

@@ -884,12 +884,6 @@ void fcm_client_free(struct fcm_client *c)
         client_release(c);
 }
 
-void fcm_client_set_clock(struct fcm_client *c, uint64_t (*fn)(void *ud), void *ud)
-{
-    c->clock = fn ? fn : wall_clock;
-    c->clock_ud = ud;
-}
-
 uint64_t fcm_client_token_fetches(const struct fcm_client *c)
 {
     return c->fetches;

@@ -204,9 +204,6 @@ void fcm_client_free(struct fcm_client *c);
  * the endpoint refused the assertion with a 4xx, else FCM_RETRY). */
 int fcm_send(struct fcm_client *c, const struct fcm_push *p, fcm_result_cb cb, void *ud);
 
-/* fcm_client_set_clock injects a UNIX-seconds clock for the assertion's iat. */
-void fcm_client_set_clock(struct fcm_client *c, uint64_t (*fn)(void *ud), void *ud);
-
 /* fcm_client_token_fetches returns how many access tokens were obtained
  * (metrics: push_oauth_refresh_total; tests). */
 uint64_t fcm_client_token_fetches(const struct fcm_client *c);

@@ -63,11 +63,9 @@ struct h1_req {
     struct h1_message *msg; /* NULL for the server's own error answers */
     uint8_t *resp;
     size_t resp_len;
-    uv_loop_t *loop;
     unsigned dispatched : 1;
     unsigned answered : 1;
     unsigned close_after : 1;
-    char peer[64];
 };
 
 struct h1_server {
@@ -85,7 +83,7 @@ struct h1_server {
 };
 
 struct h1_conn {
-    struct h1_server *srv; /* NULL when standalone or detached */
+    struct h1_server *srv; /* NULL once detached from a freed registry */
     struct h1_conn *prev, *next;
     uv_loop_t *loop;
     struct rt_stream *s;
@@ -109,15 +107,13 @@ struct h1_conn {
     unsigned sniffed : 1; /* ALPN looked at (first bytes seen) */
 };
 
-/* An HTTP/2 connection in a registry (or standalone: srv NULL). */
+/* An HTTP/2 connection in a registry (srv NULL once the registry is gone). */
 struct h2_link {
     struct h1_server *srv;
     struct h2_link *prev, *next;
     struct h2_server_conn *k;
-    uv_loop_t *loop;
     h1_request_cb cb;
     void *ud;
-    char peer[64];
 };
 
 static void conn_process(struct h1_conn *c);
@@ -357,9 +353,7 @@ static void h2_on_request(void *ud, struct h2_server_conn *k, int32_t stream_id,
     r->h2 = k;
     r->h2_stream = stream_id;
     r->msg = msg;
-    r->loop = g->loop;
     r->dispatched = 1;
-    memcpy(r->peer, g->peer, sizeof(r->peer));
     *cookie = r; /* before the callback: it may answer and free |r| */
     g->cb(r, g->ud);
 }
@@ -430,16 +424,6 @@ struct span h1_req_body(const struct h1_req *req)
     return req->msg ? rt_buf_span(&req->msg->body) : span_make(NULL, 0);
 }
 
-const char *h1_req_peer(const struct h1_req *req)
-{
-    return req->peer;
-}
-
-uv_loop_t *h1_req_loop(const struct h1_req *req)
-{
-    return req->loop;
-}
-
 /* ---- the connection ---- */
 
 static int on_message(struct h1_message *m, void *ud)
@@ -449,8 +433,6 @@ static int on_message(struct h1_message *m, void *ud)
     r->ops = &kH1Ops;
     r->conn = c;
     r->msg = m;
-    r->loop = c->loop;
-    memcpy(r->peer, c->s->peer, sizeof(r->peer));
     r->close_after = !m->keep_alive;
     if (c->tail)
         c->tail->next = r;
@@ -563,10 +545,8 @@ static void conn_to_h2(struct h1_conn *c, const uint8_t *data, size_t len)
 {
     struct h2_link *g = ens_calloc(1, sizeof(*g));
     g->srv = c->srv;
-    g->loop = c->loop;
     g->cb = c->cb;
     g->ud = c->ud;
-    memcpy(g->peer, c->s->peer, sizeof(g->peer));
     if (g->srv) {
         g->next = g->srv->h2conns;
         if (g->srv->h2conns)
@@ -748,17 +728,6 @@ static int conn_new(struct h1_server *srv, uv_loop_t *loop, struct rt_stream *s,
     c->reading = 1;
     timer_set(c, TM_IDLE, c->opts.idle_timeout_ms);
     return 0;
-}
-
-int h1_server_conn_start(struct rt_stream *s, const struct h1_server_opts *o, h1_request_cb cb,
-                         void *ud)
-{
-    if (!s || !cb) {
-        if (s)
-            rt_stream_close(s, NULL, NULL);
-        return ENS_EINVAL;
-    }
-    return conn_new(NULL, s->loop, s, o, cb, ud);
 }
 
 /* ---- the registry ---- */

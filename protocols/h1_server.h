@@ -72,11 +72,6 @@ void h1_server_drain(struct h1_server *srv, h1_server_drain_cb cb, void *ud);
  * fine. */
 void h1_server_free(struct h1_server *srv);
 
-/* h1_server_conn_start serves one stream without a registry (it cannot be
- * drained). Takes ownership of |s|; 0 or a negative code (then |s| is closed). */
-int h1_server_conn_start(struct rt_stream *s, const struct h1_server_opts *o, h1_request_cb cb,
-                         void *ud);
-
 /* ---- request accessors: borrowed, valid until h1_req_respond ---- */
 
 /* h1_req_method returns the method name ("GET"). */
@@ -88,10 +83,6 @@ struct span h1_req_target(const struct h1_req *req);
 struct span h1_req_header(const struct h1_req *req, const char *name);
 /* h1_req_body returns the complete request body (possibly empty). */
 struct span h1_req_body(const struct h1_req *req);
-/* h1_req_peer returns "ip:port" of the client, for logs. */
-const char *h1_req_peer(const struct h1_req *req);
-/* h1_req_loop returns the loop the request must be answered on. */
-uv_loop_t *h1_req_loop(const struct h1_req *req);
 
 /* h1_req_respond answers |req| and frees it: call exactly once per request,
  * on the loop thread, at any later time. Adds Content-Length, Connection and

@@ -778,12 +778,3 @@ void h2_server_conn_close(struct h2_server_conn *k)
 {
     conn_close(k);
 }
-
-void h2_server_conn_get_counts(const struct h2_server_conn *k, struct h2_server_session_counts *out)
-{
-    if (k->sess) {
-        h2_server_session_get_counts(k->sess, out);
-        return;
-    }
-    memset(out, 0, sizeof(*out));
-}

@@ -135,8 +135,4 @@ void h2_server_conn_drain(struct h2_server_conn *k);
  * now, on_closed follows from the loop. */
 void h2_server_conn_close(struct h2_server_conn *k);
 
-/* h2_server_conn_get_counts reads the session's counts (see above). */
-void h2_server_conn_get_counts(const struct h2_server_conn *k,
-                               struct h2_server_session_counts *out);
-
 #endif

@@ -23,28 +23,6 @@ void rt_log_setup(enum rt_log_level level, enum rt_log_format format)
     atomic_store_explicit(&g_format, format, memory_order_relaxed);
 }
 
-int rt_log_level_parse(const char *s, enum rt_log_level *out)
-{
-    for (int i = 0; i <= RT_LOG_OFF; i++) {
-        if (strcmp(s, kLevelNames[i]) == 0) {
-            *out = (enum rt_log_level)i;
-            return 0;
-        }
-    }
-    return ENS_EINVAL;
-}
-
-int rt_log_format_parse(const char *s, enum rt_log_format *out)
-{
-    if (strcmp(s, "json") == 0)
-        *out = RT_LOG_JSON;
-    else if (strcmp(s, "text") == 0)
-        *out = RT_LOG_TEXT;
-    else
-        return ENS_EINVAL;
-    return 0;
-}
-
 int rt_log_enabled(enum rt_log_level level)
 {
     return (int)level >= atomic_load_explicit(&g_level, memory_order_relaxed);

@@ -16,10 +16,6 @@ enum rt_log_format { RT_LOG_JSON = 0, RT_LOG_TEXT };
 /* rt_log_setup sets the level and format; call before starting threads. */
 void rt_log_setup(enum rt_log_level level, enum rt_log_format format);
 
-/* rt_log_level_parse maps "debug", "info", "warn", "error", "off"; 0 or ENS_EINVAL. */
-int rt_log_level_parse(const char *s, enum rt_log_level *out);
-int rt_log_format_parse(const char *s, enum rt_log_format *out);
-
 int rt_log_enabled(enum rt_log_level level);
 
 /* rt_log writes one record: |event| is a short fixed identifier ("ews.callback"),

@@ -459,11 +459,6 @@ int rt_sched_index(const struct rt_sched *s)
     return s->index;
 }
 
-struct rt *rt_sched_rt(struct rt_sched *s)
-{
-    return s->rt;
-}
-
 void rt_sched_set_data(struct rt_sched *s, void *data)
 {
     atomic_store_explicit(&s->data, data, memory_order_release);
@@ -561,11 +556,6 @@ struct rt_sched *rt_actor_sched(struct rt_actor *a)
 uv_loop_t *rt_actor_loop(struct rt_actor *a)
 {
     return &a->sched->loop;
-}
-
-struct rt *rt_actor_rt(struct rt_actor *a)
-{
-    return a->sched->rt;
 }
 
 void rt_actor_suspend(struct rt_actor *a)

@@ -92,7 +92,6 @@ struct rt_sched *rt_sched_current(void);
 
 uv_loop_t *rt_sched_loop(struct rt_sched *s);
 int rt_sched_index(const struct rt_sched *s);
-struct rt *rt_sched_rt(struct rt_sched *s);
 
 /* Per-scheduler user context (the store connection, HTTP server...), set by
  * the start hook on that thread; readable from any thread (release/acquire),
@@ -123,7 +122,6 @@ void *rt_actor_state(struct rt_actor *a);
 rt_actor_id rt_actor_self(const struct rt_actor *a);
 struct rt_sched *rt_actor_sched(struct rt_actor *a);
 uv_loop_t *rt_actor_loop(struct rt_actor *a);
-struct rt *rt_actor_rt(struct rt_actor *a);
 
 /* rt_actor_suspend stops delivery until rt_actor_resume; both on the actor's
  * thread. Suspension nests: resume must be called as often as suspend. */

@@ -189,11 +189,10 @@ static struct store_user *make_user(size_t ndev)
     return u;
 }
 
-static void save(const struct store_user *u, const char *old_sub, const char *const *removed,
-                 size_t nrem)
+static void save(const struct store_user *u, const char *const *removed, size_t nrem)
 {
     struct res r = {0};
-    assert_int_equal(store_user_save(S, u, old_sub, removed, nrem, dl(2000), on_done, &r), 0);
+    assert_int_equal(store_user_save(S, u, removed, nrem, dl(2000), on_done, &r), 0);
     assert_true(run_until(&r.done, 3000));
     assert_int_equal(r.err, 0);
     assert_int_equal(r.calls, 1);
@@ -292,7 +291,7 @@ static void test_save_load_two_devices(void **state)
     snprintf(u->devices[1].environment, sizeof(u->devices[1].environment), "sandbox");
     memset(u->devices[1].preview, 0, sizeof(u->devices[1].preview));
     snprintf(u->devices[1].preview, sizeof(u->devices[1].preview), "sender");
-    save(u, NULL, NULL, 0);
+    save(u, NULL, 0);
     struct store_user *got = load(u->user_id, 0);
     assert_non_null(got);
     assert_string_equal(got->user_id, u->user_id);
@@ -329,7 +328,7 @@ static void test_save_load_two_devices(void **state)
 static void test_device_index(void **state)
 {
     struct store_user *u = make_user(2);
-    save(u, NULL, NULL, 0);
+    save(u, NULL, 0);
     char uid[STORE_ID_CHARS + 1];
     assert_int_equal(find(u->devices[0].device_id, uid), 0);
     assert_string_equal(uid, u->user_id);
@@ -346,15 +345,14 @@ static void test_device_index(void **state)
 static void test_removed_device_and_replaced_sub(void **state)
 {
     struct store_user *u = make_user(2);
-    save(u, NULL, NULL, 0);
-    char gone[STORE_ID_CHARS + 1], kept[STORE_ID_CHARS + 1], old_sub[STORE_MAX_SUB_ID + 1];
+    save(u, NULL, 0);
+    char gone[STORE_ID_CHARS + 1], kept[STORE_ID_CHARS + 1];
     memcpy(gone, u->devices[0].device_id, sizeof(gone));
     memcpy(kept, u->devices[1].device_id, sizeof(kept));
-    memcpy(old_sub, u->sub.id, sizeof(old_sub));
     assert_int_equal(store_user_remove_device(u, gone), 0);
     snprintf(u->sub.id, sizeof(u->sub.id), "NEW-SUBSCRIPTION-ID");
     const char *removed[] = {gone};
-    save(u, old_sub, removed, 1);
+    save(u, removed, 1);
 
     struct store_user *got = load(u->user_id, 0);
     assert_int_equal(got->n_devices, 1);
@@ -377,11 +375,11 @@ static void test_save_keeps_cred_blobs(void **state)
     cred_put(u->user_id, "fedcba9876543210", "old", 3);
     /* a blob without a mailbox is not a mailbox */
     assert_null(load(u->user_id, ENS_ENOTFOUND));
-    save(u, NULL, NULL, 0);
+    save(u, NULL, 0);
     u->counters.notifications++;
     u->badge = 0;
     u->sub.watermark[0] = '\0'; /* a field going back to its default */
-    save(u, u->sub.id, NULL, 0);
+    save(u, NULL, 0);
     struct res r;
     assert_int_equal(cred_get(u->user_id, u->sub.cred_id, &r), 0);
     assert_int_equal(r.blob_len, sizeof(blob));
@@ -411,7 +409,7 @@ static void test_save_keeps_cred_blobs(void **state)
 static void test_corrupt_record(void **state)
 {
     struct store_user *u = make_user(1);
-    save(u, NULL, NULL, 0);
+    save(u, NULL, 0);
     char cmd[128];
     snprintf(cmd, sizeof(cmd), "HSET ens:u:{%s} m garbage", u->user_id);
     assert_int_equal(redis_fixture_cmd(&F, cmd), 0);
@@ -476,7 +474,7 @@ static void test_not_found(void **state)
 static void test_delete_removes_everything(void **state)
 {
     struct store_user *u = make_user(2);
-    save(u, NULL, NULL, 0);
+    save(u, NULL, 0);
     cred_put(u->user_id, u->sub.cred_id, "sealed", 6);
     cred_put(u->user_id, "fedcba9876543210", "stale", 5);
     struct res r = {0};
@@ -533,7 +531,7 @@ static void test_mailbox_is_small(void **state)
     for (size_t i = 0; i < sizeof(blob); i++)
         blob[i] = (uint8_t)(i * 131 + 7);
     cred_put(u->user_id, u->sub.cred_id, blob, sizeof(blob));
-    save(u, NULL, NULL, 0);
+    save(u, NULL, 0);
 
     redisContext *c = redisConnectUnix(F.sock);
     assert_non_null(c);
