@@ -73,15 +73,16 @@ function(ens_unit_test name)
                        ENVIRONMENT "ENS_TEST_DATA=${PROJECT_SOURCE_DIR}/tests/data")
 endfunction()
 
-# ens_fuzz_target(NAME SOURCES ... LIBS ...): a libFuzzer target, built only with
-# ENS_FUZZ=ON; ctest runs it for ENS_FUZZ_SECONDS over its committed corpus.
+# ens_fuzz_target(NAME SOURCES ... LIBS ... [DEFINES ...]): a libFuzzer target, built
+# only with ENS_FUZZ=ON; ctest runs it for ENS_FUZZ_SECONDS over its committed corpus.
 set(ENS_FUZZ_SECONDS 5 CACHE STRING "Seconds each fuzz target runs under ctest")
 function(ens_fuzz_target name)
-  cmake_parse_arguments(F "" "" "SOURCES;LIBS" ${ARGN})
+  cmake_parse_arguments(F "" "" "SOURCES;LIBS;DEFINES" ${ARGN})
   if(NOT ENS_FUZZ)
     return()
   endif()
   add_executable(${name} ${F_SOURCES})
+  target_compile_definitions(${name} PRIVATE ${F_DEFINES})
   target_compile_options(${name} PRIVATE ${ENS_WARNINGS} -Wno-missing-prototypes)
   target_link_libraries(${name} PRIVATE ${F_LIBS})
   target_link_options(${name} PRIVATE -fsanitize=fuzzer)

@@ -1,4 +1,5 @@
-/* libFuzzer target: HTTP/1.1 requests through h1_parser, whole and in pieces. */
+/* libFuzzer targets fuzz_h1_request and fuzz_h1_response: HTTP/1.1 messages
+ * through h1_parser, whole and in pieces. FUZZ_H1_MODE picks the parser mode. */
 #include <stddef.h>
 #include <stdint.h>
 
@@ -21,7 +22,7 @@ static int on_msg(struct h1_message *m, void *ud)
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
     int count = 0;
-    struct h1_parser *p = h1_parser_new(H1_PARSE_REQUEST, 4096, on_msg, &count);
+    struct h1_parser *p = h1_parser_new(FUZZ_H1_MODE, 4096, on_msg, &count);
     /* The first byte picks a split point so that message boundaries inside a
      * feed and across feeds are both exercised. */
     size_t split = size ? data[0] % (size + 1) : 0;
