@@ -21,6 +21,7 @@
 #include "protocols/limits.h"
 #include "runtime/b64.h"
 #include "runtime/err.h"
+#include "tests/support/utf8_check.h"
 
 static void payload_is(const struct apns_new_mail *m, const char *want)
 {
@@ -75,41 +76,6 @@ static void test_badge_and_checkin(void **state)
     assert_string_equal(rt_buf_cstr(&b),
                         "{\"aps\":{\"content-available\":1},\"ens\":{\"type\":\"checkin\"}}");
     rt_buf_cleanup(&b);
-}
-
-/* Strict UTF-8 check (no overlongs, surrogates or out-of-range). */
-static int valid_utf8(const uint8_t *s, size_t n)
-{
-    size_t i = 0;
-    while (i < n) {
-        uint8_t c = s[i];
-        size_t len;
-        uint32_t v;
-        if (c < 0x80) {
-            i++;
-            continue;
-        } else if ((c & 0xe0) == 0xc0) {
-            len = 2, v = c & 0x1f;
-        } else if ((c & 0xf0) == 0xe0) {
-            len = 3, v = c & 0x0f;
-        } else if ((c & 0xf8) == 0xf0) {
-            len = 4, v = c & 0x07;
-        } else {
-            return 0;
-        }
-        if (i + len > n)
-            return 0;
-        for (size_t k = 1; k < len; k++) {
-            if ((s[i + k] & 0xc0) != 0x80)
-                return 0;
-            v = (v << 6) | (s[i + k] & 0x3f);
-        }
-        if ((len == 2 && v < 0x80) || (len == 3 && v < 0x800) || (len == 4 && v < 0x10000) ||
-            v > 0x10ffff || (v >= 0xd800 && v <= 0xdfff))
-            return 0;
-        i += len;
-    }
-    return 1;
 }
 
 static void check_long_subject(const char *unit, size_t reps, const char *sender)

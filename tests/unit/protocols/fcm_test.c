@@ -23,6 +23,7 @@
 #include "protocols/limits.h"
 #include "runtime/b64.h"
 #include "runtime/err.h"
+#include "tests/support/utf8_check.h"
 
 #define TOK "cXr4:APA91bH-x_y.z0"
 
@@ -105,41 +106,6 @@ static void test_bad_arguments(void **state)
     m.user_id = "u1";
     assert_int_equal(fcm_payload_new_mail(&b, &m), ENS_EINVAL);
     rt_buf_cleanup(&b);
-}
-
-/* Strict UTF-8 check (no overlongs, surrogates or out-of-range). */
-static int valid_utf8(const uint8_t *s, size_t n)
-{
-    size_t i = 0;
-    while (i < n) {
-        uint8_t c = s[i];
-        size_t len;
-        uint32_t v;
-        if (c < 0x80) {
-            i++;
-            continue;
-        } else if ((c & 0xe0) == 0xc0) {
-            len = 2, v = c & 0x1f;
-        } else if ((c & 0xf0) == 0xe0) {
-            len = 3, v = c & 0x0f;
-        } else if ((c & 0xf8) == 0xf0) {
-            len = 4, v = c & 0x07;
-        } else {
-            return 0;
-        }
-        if (i + len > n)
-            return 0;
-        for (size_t k = 1; k < len; k++) {
-            if ((s[i + k] & 0xc0) != 0x80)
-                return 0;
-            v = (v << 6) | (s[i + k] & 0x3f);
-        }
-        if ((len == 2 && v < 0x80) || (len == 3 && v < 0x800) || (len == 4 && v < 0x10000) ||
-            v > 0x10ffff || (v >= 0xd800 && v <= 0xdfff))
-            return 0;
-        i += len;
-    }
-    return 1;
 }
 
 static void check_long_subject(const char *unit, size_t reps, const char *sender)
