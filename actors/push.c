@@ -248,6 +248,17 @@ int act_push_start(struct ens_app *app, struct rt_sched *s)
     struct push_actor *pa = ens_calloc(1, sizeof(*pa));
     pa->app = app;
     char err[256];
+    /* Accepted by the configuration (API.md 5) but not built yet: say so
+     * rather than ignore them silently. */
+    if (cfg->apns.cert_file)
+        RT_LOG_W("push.start",
+                 "apns.cert_file is set but certificate authentication is not "
+                 "implemented: use token authentication (apns.key_file, team_id, key_id)");
+    if (cfg->apns.connections > 1)
+        RT_LOG_I("push.start",
+                 "apns.connections=%d: one connection per APNs environment is used "
+                 "for now",
+                 cfg->apns.connections);
     if (cfg->apns.key_file && cfg->apns.team_id && cfg->apns.key_id) {
         struct apns_opts o = {
             .url = cfg->apns.url,
