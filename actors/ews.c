@@ -111,7 +111,7 @@ static void ews_done(int err, const struct h1_response *resp, void *ud)
 }
 
 int ews_call(uv_loop_t *loop, struct ens_app *app, enum ens_ews_op op, const char *url,
-             struct span creds, const struct rt_buf *soap, ews_cb cb, void *ud)
+             const char *mailbox, struct span creds, const struct rt_buf *soap, ews_cb cb, void *ud)
 {
     struct rt_buf auth;
     rt_buf_init_secret(&auth, EWS_MAX_AUTH_HEADER);
@@ -120,11 +120,14 @@ int ews_call(uv_loop_t *loop, struct ens_app *app, enum ens_ews_op op, const cha
         rt_buf_cleanup_secret(&auth);
         return rc;
     }
+    /* X-AnchorMailbox routes the request to the mailbox's own server, and
+     * with Exchange Online it is what the token is checked against. */
     const struct h1_header hdrs[] = {
         {"Content-Type", "text/xml; charset=utf-8"},
         {"Accept", "text/xml"},
         {"User-Agent", EWS_USER_AGENT},
         {"Authorization", rt_buf_cstr(&auth)},
+        {"X-AnchorMailbox", mailbox},
     };
     struct ews_call *c = ens_calloc(1, sizeof(*c));
     c->cb = cb;
@@ -135,7 +138,7 @@ int ews_call(uv_loop_t *loop, struct ens_app *app, enum ens_ews_op op, const cha
         .method = "POST",
         .url = url,
         .headers = hdrs,
-        .nheaders = sizeof(hdrs) / sizeof(hdrs[0]),
+        .nheaders = sizeof(hdrs) / sizeof(hdrs[0]) - (mailbox == NULL),
         .body = soap->data,
         .body_len = soap->len,
         .deadline_ms = uv_now(loop) + (uint64_t)app->cfg->ews.timeout_ms,

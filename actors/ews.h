@@ -30,8 +30,10 @@ typedef void (*ews_cb)(const struct ews_result *r, void *ud);
 int ews_url_check(const struct ens_app *app, const char *url, char *why, size_t whylen);
 
 /* ews_call POSTs |soap| (operation |op|, for the metrics) to |url| with |creds| (borrowed, secret)
- * on |loop|. The async contract holds: an error return means |cb| never runs. */
+ * on |loop|, for |mailbox| (sent as X-AnchorMailbox; NULL sends none). The async contract holds:
+ * an error return means |cb| never runs. */
 int ews_call(uv_loop_t *loop, struct ens_app *app, enum ens_ews_op op, const char *url,
-             struct span creds, const struct rt_buf *soap, ews_cb cb, void *ud);
+             const char *mailbox, struct span creds, const struct rt_buf *soap, ews_cb cb,
+             void *ud);
 
 #endif

@@ -103,7 +103,7 @@ uint16_t ens_cred_fingerprint(const uint8_t fp_key[32], struct span creds)
     HMAC(EVP_sha256(), fp_key, 32, creds.p, creds.len, mac, &maclen);
     uint16_t fp = (uint16_t)((mac[0] << 8) | mac[1]);
     OPENSSL_cleanse(mac, sizeof(mac));
-    return fp;
+    return fp ? fp : 1; /* 0 means "never proved" in a device record */
 }
 
 int ens_consttime_eq(const uint8_t *a, const uint8_t *b, size_t n)

@@ -33,7 +33,8 @@ void ens_random_id(size_t nbytes, char *out, size_t outcap);
 void ens_sha256_hex(struct span data, char out[65]);
 
 /* ens_cred_fingerprint returns a 16-bit keyed digest of the credentials: enough
- * to notice that they changed, too short to test password guesses against. */
+ * to notice that they changed, too short to test password guesses against. It
+ * is never 0, which device records keep for "never proved". */
 uint16_t ens_cred_fingerprint(const uint8_t fp_key[32], struct span creds);
 
 /* ens_consttime_eq compares |n| bytes without an early exit. */

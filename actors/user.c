@@ -459,6 +459,29 @@ static void subscribe_fail(struct user *u, int status, const char *code, const c
 
 static void on_subscribed_saved(struct user *u, int err);
 
+/* The response codes with which Exchange says "these credentials have no
+ * business with that mailbox" (not a transient failure). */
+static const char *const kMismatchCodes[] = {
+    "ErrorAccessDenied",
+    "ErrorNonExistentMailbox",
+    "ErrorFolderNotFound",
+    "ErrorSubscriptionDelegateAccessNotSupported",
+    "ErrorInvalidSmtpAddress",
+    "ErrorImpersonateUserDenied",
+    "ErrorMailboxConfiguration",
+    "ErrorNotDelegate",
+    "ErrorSubscriptionAccessDenied",
+};
+
+static int ews_code_is_mismatch(const char *code)
+{
+    for (size_t i = 0; code && i < sizeof(kMismatchCodes) / sizeof(kMismatchCodes[0]); i++) {
+        if (strcmp(code, kMismatchCodes[i]) == 0)
+            return 1;
+    }
+    return 0;
+}
+
 static void on_subscribe_answer(const struct ews_result *r, void *ud)
 {
     struct user *u = ud;
@@ -478,6 +501,13 @@ static void on_subscribe_answer(const struct ews_result *r, void *ud)
         RT_LOG_W("ews.subscribe", "user=%s watermark refused, subscribing without it", u->uid);
         u->rec->sub.watermark[0] = '\0';
         subscribe_send(u);
+        return;
+    }
+    if (rc == 0 && resp.st.cls == SOAP_EWS_ERROR && ews_code_is_mismatch(resp.st.code)) {
+        RT_LOG_W("ews.subscribe", "user=%s Exchange refused the mailbox: %s", u->uid, resp.st.code);
+        soap_ews_subscribe_resp_cleanup(&resp);
+        subscribe_fail(u, 403, "mailbox_mismatch",
+                       "the credentials do not prove this mailbox (email)");
         return;
     }
     if (rc || resp.st.cls == SOAP_EWS_ERROR || resp.subscription_id == NULL) {
@@ -531,11 +561,13 @@ static void subscribe_send(struct user *u)
     rt_buf_reset(&u->op.soap);
     const char *wm = u->rec->sub.watermark[0] ? u->rec->sub.watermark : NULL;
     u->op.used_watermark = wm != NULL;
-    int rc = soap_ews_subscribe_build(&u->op.soap, url, u->app->cfg->ews.status_frequency_min, wm);
+    int rc = soap_ews_subscribe_build(&u->op.soap, u->rec->email, url,
+                                      u->app->cfg->ews.status_frequency_min, wm);
     OPENSSL_cleanse(url, sizeof(url));
     if (rc == 0)
-        rc = ews_call(rt_actor_loop(u->actor), u->app, ENS_EWS_SUBSCRIBE, u->rec->ews_url,
-                      rt_buf_span(&u->op.creds), &u->op.soap, on_subscribe_answer, u);
+        rc =
+            ews_call(rt_actor_loop(u->actor), u->app, ENS_EWS_SUBSCRIBE, u->rec->ews_url,
+                     u->rec->email, rt_buf_span(&u->op.creds), &u->op.soap, on_subscribe_answer, u);
     if (rc)
         subscribe_fail(u, 502, "ews_error", "cannot build the Subscribe request");
 }
@@ -643,9 +675,42 @@ static void on_enroll_subscribed(struct user *u, int status)
     user_done(u);
 }
 
-static void on_enroll(struct user *u, struct rt_msg *m)
+/* enroll_forget ends a refused enrollment: nothing of it was written, so the
+ * in-memory record is dropped and the next message reloads it. */
+static void enroll_forget(struct user *u)
 {
-    struct act_enroll_msg *e = (struct act_enroll_msg *)m;
+    store_user_free(u->rec);
+    u->rec = NULL;
+    user_done(u);
+}
+
+/* device_unchanged: every field the device sends is what is stored. */
+static int device_unchanged(const struct store_device *d, const struct store_device *n)
+{
+    return strcmp(d->client_id, n->client_id) == 0 && strcmp(d->platform, n->platform) == 0 &&
+           strcmp(d->push_token, n->push_token) == 0 && strcmp(d->app_id, n->app_id) == 0 &&
+           strcmp(d->environment, n->environment) == 0 && strcmp(d->preview, n->preview) == 0 &&
+           d->badge == n->badge;
+}
+
+/* enroll_is_repeat decides the one case that skips Exchange: the same device,
+ * unchanged, with the very credentials that last proved it (a fingerprint of 0
+ * means never proved), on a healthy subscription. The 16-bit fingerprint only
+ * makes repeats cheap; a device it would admit must already be in. */
+static int enroll_is_repeat(const struct user *u, const struct act_enroll_msg *e,
+                            const struct store_device *d)
+{
+    const struct store_user *rec = u->rec;
+    return d && d->cred_fp != 0 && d->cred_fp == u->op.fp && device_unchanged(d, &e->dev) &&
+           rec->sub.state == STORE_SUB_ACTIVE && rec->sub.id[0] &&
+           strcmp(rec->ews_url, e->ews_url) == 0 && strcmp(rec->auth_type, e->auth_type) == 0;
+}
+
+/* enroll_apply writes the proven enrollment into the record, then saves it or,
+ * when the subscription needs them, subscribes with the new credentials. */
+static void enroll_apply(struct user *u)
+{
+    struct act_enroll_msg *e = (struct act_enroll_msg *)u->cur;
     struct store_user *rec = u->rec;
     if (!u->persisted) {
         snprintf(rec->user_id, sizeof(rec->user_id), "%s", u->uid);
@@ -655,22 +720,7 @@ static void on_enroll(struct user *u, struct rt_msg *m)
         rec->sub.state = STORE_SUB_NONE;
     }
     struct store_device *d = store_user_find_device(rec, e->dev.device_id);
-    if (d && d->blocked) {
-        reply_error(u, 403, "device_blocked", "this device was blocked by an operator");
-        user_done(u);
-        return;
-    }
-    if (d == NULL && e->checkin) {
-        reply_error(u, 404, "not_found", "unknown device: subscribe first");
-        user_done(u);
-        return;
-    }
     if (d == NULL) {
-        if (rec->n_devices >= STORE_MAX_DEVICES) {
-            reply_error(u, 422, "invalid_field", "device: this mailbox has too many devices");
-            user_done(u);
-            return;
-        }
         d = store_user_add_device(rec);
         *d = e->dev;
         d->created_at = e->now;
@@ -688,13 +738,90 @@ static void on_enroll(struct user *u, struct rt_msg *m)
         d->created_at = created;
         d->last_push_at = last_at;
     }
+    d->cred_fp = u->op.fp;
     int url_changed = strcmp(rec->ews_url, e->ews_url) != 0;
     snprintf(rec->ews_url, sizeof(rec->ews_url), "%s", e->ews_url);
     snprintf(rec->auth_type, sizeof(rec->auth_type), "%s", e->auth_type);
-    u->op.fp = ens_cred_fingerprint(u->app->fp_key, rt_buf_span(&e->creds));
     int healthy = rec->sub.state == STORE_SUB_ACTIVE && rec->sub.id[0] && !url_changed &&
                   rec->cred_fp == u->op.fp;
     if (healthy) {
+        user_save(u, on_enroll_saved);
+        return;
+    }
+    user_subscribe(u, on_enroll_subscribed);
+}
+
+/* on_enroll_verified judges the ownership probe: the named mailbox's Inbox and
+ * the credentials' own Inbox must be one folder. A delegate's credentials open
+ * the first but own another; a stranger's open neither. */
+static void on_enroll_verified(const struct ews_result *r, void *ud)
+{
+    struct user *u = ud;
+    if (r->err && r->err != ENS_EREMOTE) {
+        if (r->err == ENS_EAUTH)
+            reply_error(u, 502, "ews_auth_failed", "Exchange refused the credentials");
+        else
+            reply_error(u, 502, "ews_unreachable", "Exchange could not be reached");
+        enroll_forget(u);
+        return;
+    }
+    struct soap_ews_getfolder_resp resp = {0};
+    int rc = r->err ? r->err : soap_ews_getfolder_parse(r->body, &resp);
+    const struct soap_ews_folder *named = &resp.folders[0], *own = &resp.folders[1];
+    const char *code = NULL, *msg = NULL;
+    int status = 0;
+    if (rc || resp.st.fault || resp.n_folders != 2) {
+        status = 502, code = "ews_error", msg = "Exchange could not confirm the mailbox";
+    } else if (named->st.cls == SOAP_EWS_ERROR && !ews_code_is_mismatch(named->st.code)) {
+        status = 502, code = "ews_error", msg = "Exchange could not confirm the mailbox";
+    } else if (named->st.cls == SOAP_EWS_ERROR || own->st.cls == SOAP_EWS_ERROR ||
+               !named->folder_id || !own->folder_id ||
+               strcmp(named->folder_id, own->folder_id) != 0) {
+        status = 403, code = "mailbox_mismatch", msg = "the credentials do not prove this mailbox";
+    }
+    if (status) {
+        RT_LOG_W("user.enroll", "user=%s refused: %s (Exchange said %s)", u->uid, code,
+                 rc ? "something unreadable"
+                    : (named->st.code ? named->st.code : (resp.st.code ? resp.st.code : "-")));
+        soap_ews_getfolder_resp_cleanup(&resp);
+        reply_error(u, status, code, msg);
+        enroll_forget(u);
+        return;
+    }
+    if (named->has_unread_count)
+        u->rec->badge = (int)named->unread_count;
+    soap_ews_getfolder_resp_cleanup(&resp);
+    enroll_apply(u);
+}
+
+static void on_enroll(struct user *u, struct rt_msg *m)
+{
+    struct act_enroll_msg *e = (struct act_enroll_msg *)m;
+    struct store_user *rec = u->rec;
+    if (u->persisted && strcmp(rec->tenant_id, e->tenant_id) != 0) {
+        /* ids are derived per tenant, so this is a broken invariant, not a user error */
+        reply_error(u, 503, "unavailable", "mailbox record does not match its tenant");
+        user_done(u);
+        return;
+    }
+    struct store_device *d = u->persisted ? store_user_find_device(rec, e->dev.device_id) : NULL;
+    if (d && d->blocked) {
+        reply_error(u, 403, "device_blocked", "this device was blocked by an operator");
+        user_done(u);
+        return;
+    }
+    if (d == NULL && e->checkin) {
+        reply_error(u, 404, "not_found", "unknown device: subscribe first");
+        user_done(u);
+        return;
+    }
+    if (d == NULL && rec->n_devices >= STORE_MAX_DEVICES) {
+        reply_error(u, 422, "invalid_field", "device: this mailbox has too many devices");
+        user_done(u);
+        return;
+    }
+    u->op.fp = ens_cred_fingerprint(u->app->fp_key, rt_buf_span(&e->creds));
+    if (enroll_is_repeat(u, e, d)) {
         /* Idempotent: nothing to ask Exchange, only timestamps change. */
         user_save(u, on_enroll_saved);
         return;
@@ -704,7 +831,16 @@ static void on_enroll(struct user *u, struct rt_msg *m)
         user_done(u);
         return;
     }
-    user_subscribe(u, on_enroll_subscribed);
+    /* Nothing is written before Exchange says these credentials own the mailbox. */
+    rt_buf_reset(&u->op.soap);
+    int rc = soap_ews_getfolder_build(&u->op.soap, e->email, 1);
+    if (rc == 0)
+        rc = ews_call(rt_actor_loop(u->actor), u->app, ENS_EWS_GETFOLDER, e->ews_url, e->email,
+                      rt_buf_span(&u->op.creds), &u->op.soap, on_enroll_verified, u);
+    if (rc) {
+        reply_error(u, 502, "ews_error", "cannot build the request to Exchange");
+        enroll_forget(u);
+    }
 }
 
 /* ---- Exchange callbacks ---- */
@@ -759,10 +895,10 @@ static void on_getfolder(const struct ews_result *r, void *ud)
 static void fetch_badge(struct user *u)
 {
     rt_buf_reset(&u->op.soap);
-    int rc = soap_ews_getfolder_build(&u->op.soap);
+    int rc = soap_ews_getfolder_build(&u->op.soap, u->rec->email, 0);
     if (rc == 0)
         rc = ews_call(rt_actor_loop(u->actor), u->app, ENS_EWS_GETFOLDER, u->rec->ews_url,
-                      rt_buf_span(&u->op.creds), &u->op.soap, on_getfolder, u);
+                      u->rec->email, rt_buf_span(&u->op.creds), &u->op.soap, on_getfolder, u);
     if (rc)
         after_fetch(u);
 }
@@ -876,7 +1012,7 @@ static void callback_process(struct user *u)
             soap_ews_getitem_build(&u->op.soap, (const char *const *)u->op.items, u->op.n_items);
         if (rc == 0)
             rc = ews_call(rt_actor_loop(u->actor), u->app, ENS_EWS_GETITEM, rec->ews_url,
-                          rt_buf_span(&u->op.creds), &u->op.soap, on_getitem, u);
+                          rec->email, rt_buf_span(&u->op.creds), &u->op.soap, on_getitem, u);
         if (rc == 0)
             return;
         RT_LOG_W("ews.getitem", "user=%s cannot start the fetch: %s", u->uid, ens_err_name(rc));

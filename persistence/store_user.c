@@ -12,7 +12,8 @@
 #include "runtime/err.h"
 #include "runtime/log.h"
 
-#define STORE_MAX_KEY    64 /* "ens:idx:dev:" or "ens:u:{}" around a 22-char id */
+#define STORE_MAX_KEY                                                                              \
+    96 /* "ens:idx:dev:", "ens:u:{}" or "ens:seen:{}:" + digest around a 22-char id */
 #define STORE_MAX_REMOVE (2 * STORE_MAX_DEVICES)
 
 /* ---- names ---- */
@@ -204,6 +205,7 @@ static const struct rfield kDeviceFields[] = {
     RNUM(struct store_device, "created_at", RT_I64, created_at),
     RNUM(struct store_device, "last_push_at", RT_I64, last_push_at),
     RSTR(struct store_device, "last_push_result", last_push_result),
+    RNUM(struct store_device, "cred_fp", RT_U16, cred_fp),
 };
 #define N_DEVICE_FIELDS (sizeof(kDeviceFields) / sizeof(kDeviceFields[0]))
 
@@ -1125,4 +1127,40 @@ int store_cred_del(struct store *s, const char *uid, const char *cred_id, uint64
     struct req *q = req_new(s, ud, deadline_ms);
     q->done_cb = cb;
     return cred_cmd(s, "HDEL", uid, cred_id, span_make(NULL, 0), 3, deadline_ms, on_cmd_done, q);
+}
+
+/* ---- request replay ---- */
+
+static void on_claim(int err, redisReply *r, void *ud)
+{
+    struct req *q = ud;
+    /* SET NX answers nil when the key was there: this request was seen. */
+    if (err == 0 && r->type == REDIS_REPLY_NIL)
+        err = ENS_EEXIST;
+    q->done_cb(err, q->ud);
+    ens_free(q);
+}
+
+int store_request_claim(struct store *s, const char *uid, const char *digest, uint32_t ttl_s,
+                        uint64_t deadline_ms, store_done_cb cb, void *ud)
+{
+    size_t dl = digest ? strlen(digest) : 0;
+    if (!store_id_valid(uid) || dl == 0 || dl > STORE_REQUEST_DIGEST_CHARS || ttl_s == 0 ||
+        cb == NULL)
+        return ENS_EINVAL;
+    for (size_t i = 0; i < dl; i++) {
+        if (!((digest[i] >= '0' && digest[i] <= '9') || (digest[i] >= 'a' && digest[i] <= 'f')))
+            return ENS_EINVAL;
+    }
+    char key[STORE_MAX_KEY], ttl[16];
+    snprintf(key, sizeof(key), "ens:seen:{%.*s}:%s", STORE_ID_CHARS, uid, digest);
+    snprintf(ttl, sizeof(ttl), "%u", ttl_s);
+    const char *argv[6] = {"SET", key, "1", "NX", "EX", ttl};
+    size_t lens[6] = {3, strlen(key), 1, 2, 2, strlen(ttl)};
+    struct req *q = req_new(s, ud, deadline_ms);
+    q->done_cb = cb;
+    int rc = store_cmdargv(s, 6, argv, lens, deadline_ms, on_claim, q);
+    if (rc)
+        ens_free(q);
+    return rc;
 }

@@ -27,20 +27,21 @@
 #include "runtime/buf.h"
 #include "runtime/span.h"
 
-#define STORE_ID_CHARS          22 /* base64url of 16 random bytes */
-#define STORE_MAX_DEVICES       32
-#define STORE_MAX_CLIENT_ID     128
-#define STORE_MAX_PUSH_TOKEN    512
-#define STORE_MAX_APP_ID        256
-#define STORE_MAX_EMAIL         320
-#define STORE_MAX_EWS_URL       2048
-#define STORE_MAX_SUB_ID        1024 /* SOAP_MAX_ID_BYTES */
-#define STORE_MAX_WATERMARK     1024
-#define STORE_CRED_ID_CHARS     16 /* hex */
-#define STORE_MAX_PUSH_RESULT   32
-#define STORE_MAX_CRED_BLOB     (64 * 1024)
-#define STORE_KEY_HASH_CHARS    64   /* hex SHA-256 */
-#define STORE_MAX_DEVICE_RECORD 2048 /* one encoded device (fields at most ~1 KiB) */
+#define STORE_ID_CHARS             22 /* base64url of 16 random bytes */
+#define STORE_MAX_DEVICES          32
+#define STORE_MAX_CLIENT_ID        128
+#define STORE_MAX_PUSH_TOKEN       512
+#define STORE_MAX_APP_ID           256
+#define STORE_MAX_EMAIL            320
+#define STORE_MAX_EWS_URL          2048
+#define STORE_MAX_SUB_ID           1024 /* SOAP_MAX_ID_BYTES */
+#define STORE_MAX_WATERMARK        1024
+#define STORE_CRED_ID_CHARS        16 /* hex */
+#define STORE_MAX_PUSH_RESULT      32
+#define STORE_MAX_CRED_BLOB        (64 * 1024)
+#define STORE_KEY_HASH_CHARS       64   /* hex SHA-256 */
+#define STORE_REQUEST_DIGEST_CHARS 32   /* hex of a 128-bit request digest */
+#define STORE_MAX_DEVICE_RECORD    2048 /* one encoded device (fields at most ~1 KiB) */
 /* An encoded mailbox: the scalars (at most ~4.5 KiB) and every device framed. */
 #define STORE_MAX_MAILBOX_RECORD (8 * 1024 + STORE_MAX_DEVICES * (STORE_MAX_DEVICE_RECORD + 32))
 
@@ -82,6 +83,8 @@ struct store_device {
     int64_t created_at;
     int64_t last_push_at;
     char last_push_result[STORE_MAX_PUSH_RESULT + 1];
+    uint16_t cred_fp; /* fingerprint of the credentials that last proved this
+                         device's right to the mailbox; 0: never proved */
 };
 
 struct store_sub {
@@ -214,6 +217,14 @@ int store_cred_put(struct store *s, const char *uid, const char *cred_id, const 
  * caller copies what it keeps and wipes it after use). ENS_ENOTFOUND when absent. */
 int store_cred_get(struct store *s, const char *uid, const char *cred_id, uint64_t deadline_ms,
                    store_blob_cb cb, void *ud);
+
+/* store_request_claim records that a request with |digest| (lower-case hex,
+ * at most STORE_REQUEST_DIGEST_CHARS) reached mailbox |uid|, for |ttl_s|
+ * seconds: ens:seen:{uid}:<digest>, in the mailbox's slot, SET NX EX. The
+ * callback gets 0 for the first claim, ENS_EEXIST when it was claimed before
+ * within the ttl (a replay), or a store error. */
+int store_request_claim(struct store *s, const char *uid, const char *digest, uint32_t ttl_s,
+                        uint64_t deadline_ms, store_done_cb cb, void *ud);
 
 /* store_cred_del removes a blob; not an error when it was absent. */
 int store_cred_del(struct store *s, const char *uid, const char *cred_id, uint64_t deadline_ms,

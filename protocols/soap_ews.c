@@ -146,9 +146,35 @@ static int url_acceptable(const char *url)
     return 0;
 }
 
-int soap_ews_subscribe_build(struct rt_buf *buf, const char *callback_url, int status_frequency_min,
-                             const char *watermark)
+/* mailbox_acceptable: an SMTP address we may name in a t:Mailbox element. */
+static int mailbox_acceptable(const char *mailbox)
 {
+    size_t n = strlen(mailbox);
+    return n > 0 && n <= SOAP_EWS_MAX_MAILBOX && xml_escapable(mailbox) &&
+           memchr(mailbox, '@', n) != NULL;
+}
+
+/* append_inbox writes the Inbox's DistinguishedFolderId, naming |mailbox| when
+ * it is not NULL (then Exchange checks the caller's rights on that mailbox
+ * instead of taking the caller's own). */
+static int append_inbox(struct rt_buf *b, const char *mailbox)
+{
+    if (mailbox == NULL)
+        return rt_buf_append_str(b, "<t:DistinguishedFolderId Id=\"inbox\"/>");
+    int rc = rt_buf_append_str(b, "<t:DistinguishedFolderId Id=\"inbox\"><t:Mailbox>"
+                                  "<t:EmailAddress>");
+    if (rc == 0)
+        rc = append_escaped(b, mailbox);
+    if (rc == 0)
+        rc = rt_buf_append_str(b, "</t:EmailAddress></t:Mailbox></t:DistinguishedFolderId>");
+    return rc;
+}
+
+int soap_ews_subscribe_build(struct rt_buf *buf, const char *mailbox, const char *callback_url,
+                             int status_frequency_min, const char *watermark)
+{
+    if (mailbox && !mailbox_acceptable(mailbox))
+        return ENS_EINVAL;
     if (callback_url == NULL || !url_acceptable(callback_url) ||
         status_frequency_min < SOAP_EWS_MIN_STATUS_FREQUENCY ||
         status_frequency_min > SOAP_EWS_MAX_STATUS_FREQUENCY)
@@ -159,9 +185,11 @@ int soap_ews_subscribe_build(struct rt_buf *buf, const char *callback_url, int s
     size_t start = buf->len;
     int rc = rt_buf_append_str(buf, kEnvelopeHead);
     if (rc == 0)
-        rc = rt_buf_append_str(buf, "<m:Subscribe><m:PushSubscriptionRequest>"
-                                    "<t:FolderIds><t:DistinguishedFolderId Id=\"inbox\"/>"
-                                    "</t:FolderIds><t:EventTypes>");
+        rc = rt_buf_append_str(buf, "<m:Subscribe><m:PushSubscriptionRequest><t:FolderIds>");
+    if (rc == 0)
+        rc = append_inbox(buf, mailbox);
+    if (rc == 0)
+        rc = rt_buf_append_str(buf, "</t:FolderIds><t:EventTypes>");
     for (size_t i = 0; rc == 0 && i < N_ELEMS(kSubscribedEvents); i++)
         rc = rt_buf_appendf(buf, "<t:EventType>%s</t:EventType>", kSubscribedEvents[i]);
     if (rc == 0)
@@ -231,19 +259,25 @@ int soap_ews_getitem_build(struct rt_buf *buf, const char *const *item_ids, size
     return rc;
 }
 
-int soap_ews_getfolder_build(struct rt_buf *buf)
+int soap_ews_getfolder_build(struct rt_buf *buf, const char *mailbox, int with_own)
 {
     static const char *const fields[] = {"folder:UnreadCount"};
+    if (mailbox && !mailbox_acceptable(mailbox))
+        return ENS_EINVAL;
     size_t start = buf->len;
     int rc = rt_buf_append_str(buf, kEnvelopeHead);
     if (rc == 0)
         rc = rt_buf_append_str(buf, "<m:GetFolder><m:FolderShape>");
     if (rc == 0)
         rc = append_shape(buf, fields, N_ELEMS(fields));
+    if (rc == 0)
+        rc = rt_buf_append_str(buf, "</m:FolderShape><m:FolderIds>");
+    if (rc == 0)
+        rc = append_inbox(buf, mailbox);
+    if (rc == 0 && with_own && mailbox)
+        rc = append_inbox(buf, NULL);
     if (rc == 0) {
-        const char *tail[] = {"</m:FolderShape><m:FolderIds>"
-                              "<t:DistinguishedFolderId Id=\"inbox\"/></m:FolderIds></m:GetFolder>",
-                              kEnvelopeTail};
+        const char *tail[] = {"</m:FolderIds></m:GetFolder>", kEnvelopeTail};
         rc = append_all(buf, tail, N_ELEMS(tail));
     }
     if (rc)
@@ -531,25 +565,60 @@ int soap_ews_getitem_parse(struct span in, struct soap_ews_getitem_resp *out)
 void soap_ews_getfolder_resp_cleanup(struct soap_ews_getfolder_resp *r)
 {
     status_cleanup(&r->st);
+    for (size_t i = 0; i < r->n_folders; i++) {
+        status_cleanup(&r->folders[i].st);
+        ens_free(r->folders[i].folder_id);
+    }
     memset(r, 0, sizeof(*r));
+}
+
+/* parse_folder reads one GetFolderResponseMessage: its status and, on
+ * success, the folder's id and unread count. */
+static int parse_folder(const xmlNode *msg, struct soap_ews_folder *f)
+{
+    int rc = parse_status(msg, &f->st);
+    xmlNode *folder = soap_xml_first_element(soap_xml_child(msg, SOAP_NS_MESSAGES, "Folders"));
+    if (rc == 0 && folder) {
+        xmlNode *fid = soap_xml_child(folder, SOAP_NS_TYPES, "FolderId");
+        if (fid)
+            rc = id_attr(fid, "Id", 1, &f->folder_id);
+    }
+    xmlNode *uc = soap_xml_child(folder, SOAP_NS_TYPES, "UnreadCount");
+    uint64_t v;
+    if (rc == 0 && uc) {
+        rc = parse_uint(uc, INT32_MAX, &v);
+        f->unread_count = (uint32_t)v;
+        f->has_unread_count = rc == 0;
+    }
+    return rc;
 }
 
 int soap_ews_getfolder_parse(struct span in, struct soap_ews_getfolder_resp *out)
 {
+    static const char kMsg[] = "GetFolderResponseMessage";
     memset(out, 0, sizeof(*out));
     xmlDoc *doc = NULL;
     xmlNode *msgs;
     int rc = open_response(in, "GetFolderResponse", &doc, &msgs, &out->st);
     if (rc == 0 && msgs) {
-        xmlNode *msg = soap_xml_child(msgs, SOAP_NS_MESSAGES, "GetFolderResponseMessage");
-        rc = msg ? parse_status(msg, &out->st) : ENS_EPARSE;
-        xmlNode *folder = soap_xml_first_element(soap_xml_child(msg, SOAP_NS_MESSAGES, "Folders"));
-        xmlNode *uc = soap_xml_child(folder, SOAP_NS_TYPES, "UnreadCount");
-        uint64_t v;
-        if (rc == 0 && uc) {
-            rc = parse_uint(uc, INT32_MAX, &v);
-            out->unread_count = (uint32_t)v;
-            out->has_unread_count = rc == 0;
+        xmlNode *m = soap_xml_child(msgs, SOAP_NS_MESSAGES, kMsg);
+        if (m == NULL)
+            rc = ENS_EPARSE;
+        for (; rc == 0 && m; m = soap_xml_next(m, SOAP_NS_MESSAGES, kMsg)) {
+            if (out->n_folders == SOAP_EWS_MAX_FOLDERS) {
+                rc = ENS_ETOOBIG;
+                break;
+            }
+            rc = parse_folder(m, &out->folders[out->n_folders++]);
+        }
+        if (rc == 0) {
+            /* The first message speaks for the call, as with one folder. */
+            const struct soap_ews_folder *f = &out->folders[0];
+            out->st.cls = f->st.cls;
+            out->st.code = f->st.code ? ens_strdup(f->st.code) : NULL;
+            out->st.backoff_ms = f->st.backoff_ms;
+            out->has_unread_count = f->has_unread_count;
+            out->unread_count = f->unread_count;
         }
     }
     soap_xml_free(doc);

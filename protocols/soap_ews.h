@@ -24,6 +24,10 @@
 #define SOAP_EWS_MAX_URL              2082
 #define SOAP_EWS_MIN_STATUS_FREQUENCY 1
 #define SOAP_EWS_MAX_STATUS_FREQUENCY 1440
+/* Folders in one GetFolder answer: the named Inbox and the caller's own. */
+#define SOAP_EWS_MAX_FOLDERS 2
+/* An SMTP address named in a t:Mailbox: whatever an enrollment may carry. */
+#define SOAP_EWS_MAX_MAILBOX ENROLL_MAX_EMAIL
 
 /* ResponseClass of an EWS response message. */
 enum soap_ews_class {
@@ -50,13 +54,16 @@ struct soap_ews_status {
 /* soap_ews_subscribe_build appends a push Subscribe request for the Inbox (all
  * event types but FreeBusyChanged) to |buf|: header RequestServerVersion
  * Exchange2013; children FolderIds, EventTypes, [Watermark], StatusFrequency,
- * URL, in the schema's order. |watermark| NULL or "" means none. Every value is
- * XML-escaped. Returns 0; ENS_EINVAL when the URL is empty, longer than
- * SOAP_EWS_MAX_URL or not http(s), the frequency is outside 1..1440, or a value
- * holds a character XML cannot carry; ENS_ETOOBIG when |buf|'s cap is reached.
- * On error |buf| is left as it was. Borrows every argument. */
-int soap_ews_subscribe_build(struct rt_buf *buf, const char *callback_url, int status_frequency_min,
-                             const char *watermark);
+ * URL, in the schema's order. |mailbox| (an SMTP address, or NULL for the
+ * caller's own) is named in the folder id, so Exchange subscribes that very
+ * mailbox or refuses credentials without rights on it. |watermark| NULL or ""
+ * means none. Every value is XML-escaped. Returns 0; ENS_EINVAL when the URL is
+ * empty, longer than SOAP_EWS_MAX_URL or not http(s), the frequency is outside
+ * 1..1440, the mailbox is not an address of at most SOAP_EWS_MAX_MAILBOX bytes,
+ * or a value holds a character XML cannot carry; ENS_ETOOBIG when |buf|'s cap
+ * is reached. On error |buf| is left as it was. Borrows every argument. */
+int soap_ews_subscribe_build(struct rt_buf *buf, const char *mailbox, const char *callback_url,
+                             int status_frequency_min, const char *watermark);
 
 /* soap_ews_getitem_build appends a GetItem request for the |n| ItemIds in
  * |item_ids| (1..SOAP_EWS_MAX_ITEMS): BaseShape IdOnly plus item:Subject,
@@ -65,8 +72,12 @@ int soap_ews_subscribe_build(struct rt_buf *buf, const char *callback_url, int s
 int soap_ews_getitem_build(struct rt_buf *buf, const char *const *item_ids, size_t n);
 
 /* soap_ews_getfolder_build appends a GetFolder request for the Inbox's
- * folder:UnreadCount (BaseShape IdOnly). Returns 0 or ENS_ETOOBIG. */
-int soap_ews_getfolder_build(struct rt_buf *buf);
+ * folder:UnreadCount (BaseShape IdOnly) of |mailbox| (NULL: the caller's own).
+ * With |with_own| and a mailbox, the caller's own Inbox is asked second in the
+ * same request: equal folder ids in the answer prove that the credentials are
+ * that mailbox's owner's, not a delegate's. Returns 0, ENS_EINVAL (mailbox as
+ * in soap_ews_subscribe_build) or ENS_ETOOBIG; on error |buf| is unchanged. */
+int soap_ews_getfolder_build(struct rt_buf *buf, const char *mailbox, int with_own);
 
 /* ---- Responses ------------------------------------------------------------ */
 
@@ -107,14 +118,24 @@ struct soap_ews_getitem_resp {
 int soap_ews_getitem_parse(struct span in, struct soap_ews_getitem_resp *out);
 void soap_ews_getitem_resp_cleanup(struct soap_ews_getitem_resp *r);
 
-struct soap_ews_getfolder_resp {
+/* One GetFolderResponseMessage. */
+struct soap_ews_folder {
     struct soap_ews_status st;
+    char *folder_id; /* owned; NULL when the message carries no folder */
     int has_unread_count;
     uint32_t unread_count;
 };
 
+struct soap_ews_getfolder_resp {
+    struct soap_ews_status st; /* the Fault, else the first message's status */
+    int has_unread_count;      /* the first folder's count */
+    uint32_t unread_count;
+    struct soap_ews_folder folders[SOAP_EWS_MAX_FOLDERS]; /* in request order */
+    size_t n_folders;
+};
+
 /* soap_ews_getfolder_parse reads a GetFolderResponse or a Fault. Returns 0,
- * ENS_EPARSE or ENS_ETOOBIG. */
+ * ENS_EPARSE or ENS_ETOOBIG (more than SOAP_EWS_MAX_FOLDERS messages). */
 int soap_ews_getfolder_parse(struct span in, struct soap_ews_getfolder_resp *out);
 void soap_ews_getfolder_resp_cleanup(struct soap_ews_getfolder_resp *r);
 

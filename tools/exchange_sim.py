@@ -14,8 +14,11 @@ on failure retries after --retry-base seconds, doubling, until the next interval
 would exceed StatusFrequency, when the subscription is silently deleted.
 
 A plain-HTTP JSON control API (--control) scripts the mailbox side: create
-mailboxes, deliver and read mail, force a status event, kill subscriptions,
-make the next N EWS requests fail, and inspect subscriptions and requests.
+mailboxes, grant a delegate rights on one, deliver and read mail, force a status
+event, kill subscriptions, make the next N EWS requests fail, and inspect
+subscriptions and requests. A folder id may name a mailbox (t:Mailbox): the
+caller reaches its own and those it is a delegate of, and, as on the real
+server, may not subscribe another's through delegate access.
 
 Standard library only. Never logs passwords or mail content.
 """
@@ -104,6 +107,7 @@ class Mailbox:
         self.log = []          # events in watermark order, for replay
         self.known_wm = {}     # watermark -> position in log after which to replay
         self.subs = []
+        self.delegates = set()  # lower-case addresses with delegate rights on this mailbox
         self.latest_wm = self.next_watermark()
 
     def next_watermark(self):
@@ -354,6 +358,27 @@ def children(el):
     return [c for c in el if isinstance(c.tag, str)]
 
 
+def target_mailbox(sim, caller, folder_el):
+    """The mailbox a folder id names (t:Mailbox/t:EmailAddress), as Exchange
+    resolves it for |caller|: (mailbox, None) or (None, (code, text)). A
+    delegate reaches the mailbox it was given rights on, nobody else does."""
+    mbox = folder_el.find(q(NS_T, "Mailbox"))
+    if mbox is None:
+        return caller, None
+    addr_el = mbox.find(q(NS_T, "EmailAddress"))
+    addr = (addr_el.text or "").strip().lower() if addr_el is not None else ""
+    if not addr:
+        raise schema_error("Mailbox needs an EmailAddress")
+    with sim.lock:
+        target = sim.mailboxes.get(addr)
+    if target is None:
+        return None, ("ErrorNonExistentMailbox",
+                      "The SMTP address has no mailbox associated with it.")
+    if target is caller or caller.email.lower() in target.delegates:
+        return target, None
+    return None, ("ErrorAccessDenied", "Access is denied. Check credentials and try again.")
+
+
 def op_subscribe(sim, mb, op_el, version):
     reqs = children(op_el)
     if len(reqs) != 1:
@@ -385,6 +410,17 @@ def op_subscribe(sim, mb, op_el, version):
     if len(folders) != 1:
         raise schema_error("FolderIds")
     f = folders[0]
+    caller = mb
+    if f.tag == q(NS_T, "DistinguishedFolderId"):
+        mb, err = target_mailbox(sim, caller, f)
+        if err:
+            return response("Subscribe", [response_message("Subscribe", "Error", err[0],
+                                                           text=err[1])])
+        if mb is not caller:
+            # As on the real server: no push subscriptions through delegate access.
+            return response("Subscribe", [response_message(
+                "Subscribe", "Error", "ErrorSubscriptionDelegateAccessNotSupported",
+                text="Subscriptions are not supported for delegate user access.")])
     inbox = ((f.tag == q(NS_T, "DistinguishedFolderId") and f.get("Id") == "inbox")
              or (f.tag == q(NS_T, "FolderId") and f.get("Id") == mb.inbox_id))
     if not inbox:
@@ -459,7 +495,14 @@ def op_getitem(sim, mb, op_el, version):
         for id_el in children(ids_el):
             if id_el.tag != q(NS_T, "ItemId") or not id_el.get("Id"):
                 raise schema_error("ItemId")
-            it = mb.items.get(id_el.get("Id"))
+            # An item id names its mailbox: rights are checked on that one.
+            owner = next((m for m in sim.mailboxes.values() if id_el.get("Id") in m.items), None)
+            it = owner.items.get(id_el.get("Id")) if owner else None
+            if owner is not None and owner is not mb and mb.email.lower() not in owner.delegates:
+                msgs.append(response_message(
+                    "GetItem", "Error", "ErrorAccessDenied", "<m:Items/>",
+                    text="Access is denied. Check credentials and try again."))
+                continue
             if it is None:
                 msgs.append(response_message(
                     "GetItem", "Error", "ErrorItemNotFound", "<m:Items/>",
@@ -492,8 +535,16 @@ def op_getfolder(sim, mb, op_el, version):
     if ids_el is None or not children(ids_el):
         raise schema_error("FolderIds")
     msgs = []
+    caller = mb
     with sim.lock:
         for f in children(ids_el):
+            mb = caller
+            if f.tag == q(NS_T, "DistinguishedFolderId"):
+                mb, err = target_mailbox(sim, caller, f)
+                if err:
+                    msgs.append(response_message("GetFolder", "Error", err[0], "<m:Folders/>",
+                                                 text=err[1]))
+                    continue
             inbox = ((f.tag == q(NS_T, "DistinguishedFolderId") and f.get("Id") == "inbox")
                      or (f.tag == q(NS_T, "FolderId") and f.get("Id") == mb.inbox_id))
             if not inbox:
@@ -559,7 +610,8 @@ class EwsHandler(http.server.BaseHTTPRequestHandler):
     def log_request_entry(self, op, user, ok):
         with self.server.sim.lock:
             self.server.sim.requests.append({"op": op, "user": user, "ok": ok,
-                                             "userAgent": self.headers.get("User-Agent")})
+                                             "userAgent": self.headers.get("User-Agent"),
+                                             "anchorMailbox": self.headers.get("X-AnchorMailbox")})
 
     def do_GET(self):
         self.send(405, b"", headers={"Allow": "POST"})
@@ -756,6 +808,12 @@ class ControlHandler(http.server.BaseHTTPRequestHandler):
                 for sub in killed:
                     sim.delete_subscription(sub)
                 self.reply(200, {"killed": len(killed)})
+            elif path == "/delegates":
+                mb = self.mailbox(doc)
+                if mb is None:
+                    return
+                mb.delegates.add(str(doc.get("delegate", "")).lower())
+                self.reply(200, {"delegates": sorted(mb.delegates)})
             elif path == "/fail":
                 try:
                     sim.fail_count = max(0, int(doc.get("count", 1)))

@@ -317,6 +317,54 @@ def run(args):
         rxs.shutdown()
         sim.control("POST", "/kill", {"email": "alice@contoso.com"})
 
+        # A folder id may name a mailbox: the caller's own works, another's is
+        # refused, a delegate reaches it but may not subscribe it, and an item
+        # id of another mailbox is refused too.
+        sim.control("POST", "/mailboxes", {"email": "bob@contoso.com", "password": "b0b"})
+        sim.control("POST", "/mailboxes", {"email": "eve@contoso.com", "password": "3ve"})
+
+        def named_inbox(addr):
+            return ('<t:DistinguishedFolderId Id="inbox"><t:Mailbox><t:EmailAddress>%s'
+                    '</t:EmailAddress></t:Mailbox></t:DistinguishedFolderId>' % addr)
+
+        def getfolder(ids, **kw):
+            status, _, data = sim.ews_call(
+                "<m:GetFolder><m:FolderShape><t:BaseShape>IdOnly</t:BaseShape></m:FolderShape>"
+                "<m:FolderIds>%s</m:FolderIds></m:GetFolder>" % ids, **kw)
+            assert status == 200, (status, data)
+            return ET.fromstring(data).findall(".//" + q(NS_M, "GetFolderResponseMessage"))
+
+        own = '<t:DistinguishedFolderId Id="inbox"/>'
+        msgs = getfolder(named_inbox("Alice@Contoso.com") + own)
+        ids = [m.find(".//" + q(NS_T, "FolderId")).get("Id") for m in msgs]
+        assert len(ids) == 2 and ids[0] == ids[1], ids
+        msgs = getfolder(named_inbox("bob@contoso.com") + own)
+        assert msgs[0].findtext(q(NS_M, "ResponseCode")) == "ErrorAccessDenied"
+        assert msgs[1].get("ResponseClass") == "Success"
+        msgs = getfolder(named_inbox("nobody@contoso.com"))
+        assert msgs[0].findtext(q(NS_M, "ResponseCode")) == "ErrorNonExistentMailbox"
+        sim.control("POST", "/delegates", {"email": "bob@contoso.com",
+                                           "delegate": "eve@contoso.com"})
+        msgs = getfolder(named_inbox("bob@contoso.com") + own, user="eve@contoso.com",
+                         password="3ve")
+        ids = [m.find(".//" + q(NS_T, "FolderId")).get("Id") for m in msgs]
+        assert ids[0] != ids[1], "a delegate reaches another mailbox's Inbox, not its own"
+        sub_named = subscribe_xml(base + "/x").replace(
+            '<t:DistinguishedFolderId Id="inbox"/>', named_inbox("bob@contoso.com"))
+        status, _, data = sim.ews_call(sub_named, user="eve@contoso.com", password="3ve")
+        assert response_message(data, "Subscribe").findtext(
+            q(NS_M, "ResponseCode")) == "ErrorSubscriptionDelegateAccessNotSupported", data
+        status, _, data = sim.ews_call(sub_named)
+        assert response_message(data, "Subscribe").findtext(
+            q(NS_M, "ResponseCode")) == "ErrorAccessDenied", data
+        bob_item = sim.control("POST", "/deliver", {"email": "bob@contoso.com",
+                                                    "subject": "private"})["itemId"]
+        status, _, data = sim.ews_call(
+            "<m:GetItem><m:ItemShape><t:BaseShape>IdOnly</t:BaseShape></m:ItemShape>"
+            '<m:ItemIds><t:ItemId Id="%s"/></m:ItemIds></m:GetItem>' % bob_item)
+        assert b"ErrorAccessDenied" in data and b"private" not in data, data
+        sim.control("POST", "/kill", {"email": "bob@contoso.com"})
+
         # /fail makes the next EWS request fail with a busy Fault.
         sim.control("POST", "/fail", {"count": 1, "status": 500})
         status, _, data = sim.ews_call(subscribe_xml(base + "/x"))

@@ -139,8 +139,12 @@ static void test_device_rejects_bad_records(void **state)
     memcpy(swapped, order, 2);
     memcpy(swapped + 2, buf, m);
     assert_int_equal(decode_bytes(swapped, m + 2), ENS_EPARSE);
-    const uint8_t unknown[] = {13, 1}, trailing[] = {0};
+    const uint8_t unknown[] = {14, 1}, trailing[] = {0};
     assert_int_equal(decode_plus(unknown, 2), ENS_EPARSE);
+    /* the proving fingerprint: tag 13, 16 bits at most */
+    const uint8_t fp[] = {13, 0xff, 0xff, 0x03}, fp_big[] = {13, 0x80, 0x80, 0x04};
+    assert_int_equal(decode_plus(fp, 4), 0);
+    assert_int_equal(decode_plus(fp_big, 4), ENS_EPARSE);
     assert_int_equal(decode_plus(trailing, 1), ENS_EPARSE);
     /* defaults written out, values out of range */
     const uint8_t badge0[] = {8, 0}, badge2[] = {8, 2}, badge1[] = {8, 1};

@@ -492,7 +492,7 @@ static void test_subscribe_build(void **state)
     static const char url[] = "https://ens.example.com/api/ens/v1/ews/tok?a=1&b=<2>&c=\"3\"'";
     struct rt_buf b;
     rt_buf_init(&b, 64 * 1024);
-    assert_int_equal(soap_ews_subscribe_build(&b, url, 5, "AQAAAKF8+/=="), 0);
+    assert_int_equal(soap_ews_subscribe_build(&b, NULL, url, 5, "AQAAAKF8+/=="), 0);
     assert_non_null(strstr(rt_buf_cstr(&b), "a=1&amp;b=&lt;2&gt;&amp;c=&quot;3&quot;&apos;"));
 
     xmlDoc *doc;
@@ -535,30 +535,30 @@ static void test_subscribe_build(void **state)
 
     /* without a watermark there is no Watermark element at all */
     rt_buf_reset(&b);
-    assert_int_equal(soap_ews_subscribe_build(&b, "http://127.0.0.1:1/cb", 1440, NULL), 0);
+    assert_int_equal(soap_ews_subscribe_build(&b, NULL, "http://127.0.0.1:1/cb", 1440, NULL), 0);
     assert_null(strstr(rt_buf_cstr(&b), "Watermark"));
 
     /* bad values fail and leave the buffer untouched */
     size_t len = b.len;
-    assert_int_equal(soap_ews_subscribe_build(&b, "http://x/", 0, NULL), ENS_EINVAL);
-    assert_int_equal(soap_ews_subscribe_build(&b, "http://x/", 1441, NULL), ENS_EINVAL);
-    assert_int_equal(soap_ews_subscribe_build(&b, "", 5, NULL), ENS_EINVAL);
-    assert_int_equal(soap_ews_subscribe_build(&b, "ftp://x/", 5, NULL), ENS_EINVAL);
-    assert_int_equal(soap_ews_subscribe_build(&b, "http://x/\x01", 5, NULL), ENS_EINVAL);
+    assert_int_equal(soap_ews_subscribe_build(&b, NULL, "http://x/", 0, NULL), ENS_EINVAL);
+    assert_int_equal(soap_ews_subscribe_build(&b, NULL, "http://x/", 1441, NULL), ENS_EINVAL);
+    assert_int_equal(soap_ews_subscribe_build(&b, NULL, "", 5, NULL), ENS_EINVAL);
+    assert_int_equal(soap_ews_subscribe_build(&b, NULL, "ftp://x/", 5, NULL), ENS_EINVAL);
+    assert_int_equal(soap_ews_subscribe_build(&b, NULL, "http://x/\x01", 5, NULL), ENS_EINVAL);
     char *longurl = ens_malloc(SOAP_EWS_MAX_URL + 2);
     memset(longurl, 'a', SOAP_EWS_MAX_URL + 1);
     memcpy(longurl, "http://", 7);
     longurl[SOAP_EWS_MAX_URL + 1] = '\0';
-    assert_int_equal(soap_ews_subscribe_build(&b, longurl, 5, NULL), ENS_EINVAL);
+    assert_int_equal(soap_ews_subscribe_build(&b, NULL, longurl, 5, NULL), ENS_EINVAL);
     longurl[SOAP_EWS_MAX_URL] = '\0';
-    assert_int_equal(soap_ews_subscribe_build(&b, longurl, 5, NULL), 0);
+    assert_int_equal(soap_ews_subscribe_build(&b, NULL, longurl, 5, NULL), 0);
     ens_free(longurl);
     b.len = len;
     rt_buf_cleanup(&b);
 
     /* a buffer cap is honoured without leaving half a request behind */
     rt_buf_init(&b, 300);
-    assert_int_equal(soap_ews_subscribe_build(&b, url, 5, NULL), ENS_ETOOBIG);
+    assert_int_equal(soap_ews_subscribe_build(&b, NULL, url, 5, NULL), ENS_ETOOBIG);
     assert_int_equal(b.len, 0);
     rt_buf_cleanup(&b);
 }
@@ -598,7 +598,7 @@ static void test_getitem_and_getfolder_build(void **state)
     assert_int_equal(b.len, len);
 
     rt_buf_reset(&b);
-    assert_int_equal(soap_ews_getfolder_build(&b), 0);
+    assert_int_equal(soap_ews_getfolder_build(&b, NULL, 0), 0);
     assert_int_equal(soap_xml_parse(rt_buf_span(&b), &doc), 0);
     op = body_op(doc, "GetFolder");
     shape = soap_xml_child(op, SOAP_NS_MESSAGES, "FolderShape");
@@ -610,6 +610,136 @@ static void test_getitem_and_getfolder_build(void **state)
     assert_true(soap_xml_attr_eq(fid, "Id", "inbox"));
     soap_xml_free(doc);
     rt_buf_cleanup(&b);
+}
+
+/* sample loads one of the real captures in ../shared/ews-samples (next to the
+ * project), which are pointed at, never copied into the tree. */
+static struct rt_buf sample(const char *name)
+{
+    const char *dir = getenv("ENS_TEST_DATA");
+    char path[1024];
+    snprintf(path, sizeof(path), "%s/../../../shared/ews-samples/%s", dir ? dir : "tests/data",
+             name);
+    FILE *f = fopen(path, "rb");
+    if (f == NULL)
+        fail_msg("cannot open the real capture %s", path);
+    struct rt_buf b;
+    rt_buf_init(&b, 4 * SOAP_MAX_BODY);
+    char chunk[4096];
+    size_t n;
+    while ((n = fread(chunk, 1, sizeof(chunk), f)) > 0)
+        assert_int_equal(rt_buf_append(&b, chunk, n), 0);
+    fclose(f);
+    return b;
+}
+
+/* The mailbox is named in the folder id of Subscribe and GetFolder, so that
+ * Exchange itself refuses credentials without rights on it. */
+static void test_mailbox_named(void **state)
+{
+    struct rt_buf b;
+    rt_buf_init(&b, 64 * 1024);
+    assert_int_equal(soap_ews_subscribe_build(&b, "Alice&Co@contoso.com", "https://e/cb", 5, NULL),
+                     0);
+    xmlDoc *doc;
+    assert_int_equal(soap_xml_parse(rt_buf_span(&b), &doc), 0);
+    xmlNode *req =
+        soap_xml_child(body_op(doc, "Subscribe"), SOAP_NS_MESSAGES, "PushSubscriptionRequest");
+    xmlNode *fid = soap_xml_child(soap_xml_child(req, SOAP_NS_TYPES, "FolderIds"), SOAP_NS_TYPES,
+                                  "DistinguishedFolderId");
+    assert_true(soap_xml_attr_eq(fid, "Id", "inbox"));
+    xmlNode *addr = soap_xml_child(soap_xml_child(fid, SOAP_NS_TYPES, "Mailbox"), SOAP_NS_TYPES,
+                                   "EmailAddress");
+    char *t;
+    assert_int_equal(soap_xml_text(addr, 512, 1, SOAP_XML_STRICT, &t), 0);
+    assert_string_equal(t, "Alice&Co@contoso.com");
+    ens_free(t);
+    soap_xml_free(doc);
+
+    /* the ownership probe: the named Inbox first, the caller's own second */
+    rt_buf_reset(&b);
+    assert_int_equal(soap_ews_getfolder_build(&b, "alice@contoso.com", 1), 0);
+    assert_int_equal(soap_xml_parse(rt_buf_span(&b), &doc), 0);
+    xmlNode *ids = soap_xml_child(body_op(doc, "GetFolder"), SOAP_NS_MESSAGES, "FolderIds");
+    xmlNode *first = soap_xml_child(ids, SOAP_NS_TYPES, "DistinguishedFolderId");
+    xmlNode *second = soap_xml_next(first, SOAP_NS_TYPES, "DistinguishedFolderId");
+    assert_non_null(soap_xml_child(first, SOAP_NS_TYPES, "Mailbox"));
+    assert_non_null(second);
+    assert_null(soap_xml_child(second, SOAP_NS_TYPES, "Mailbox"));
+    assert_null(soap_xml_next(second, NULL, NULL));
+    soap_xml_free(doc);
+
+    /* an address that is not one, or would break out of the element, is refused */
+    rt_buf_reset(&b);
+    assert_int_equal(soap_ews_subscribe_build(&b, "", "https://e/cb", 5, NULL), ENS_EINVAL);
+    assert_int_equal(soap_ews_subscribe_build(&b, "no-at-sign", "https://e/cb", 5, NULL),
+                     ENS_EINVAL);
+    assert_int_equal(soap_ews_getfolder_build(&b, "a@b\x01", 1), ENS_EINVAL);
+    char big[SOAP_EWS_MAX_MAILBOX + 2];
+    memset(big, 'a', sizeof(big) - 1);
+    big[sizeof(big) - 1] = '\0';
+    big[1] = '@';
+    assert_int_equal(soap_ews_getfolder_build(&b, big, 0), ENS_EINVAL);
+    assert_int_equal(b.len, 0);
+    rt_buf_cleanup(&b);
+}
+
+/* Real answers: the folder id the ownership check compares, and two messages
+ * in one answer. */
+static void test_getfolder_folders(void **state)
+{
+    struct rt_buf b = sample("resp_getfolder_inbox_ok.xml");
+    struct soap_ews_getfolder_resp r;
+    assert_int_equal(soap_ews_getfolder_parse(rt_buf_span(&b), &r), 0);
+    assert_int_equal(r.n_folders, 1);
+    assert_string_equal(r.folders[0].folder_id, "AQApA=");
+    assert_int_equal(r.unread_count, 2);
+    soap_ews_getfolder_resp_cleanup(&r);
+    rt_buf_cleanup(&b);
+
+    b = sample("resp_getfolder_invalidid_error.xml");
+    assert_int_equal(soap_ews_getfolder_parse(rt_buf_span(&b), &r), 0);
+    assert_int_equal(r.n_folders, 1);
+    assert_int_equal(r.folders[0].st.cls, SOAP_EWS_ERROR);
+    assert_string_equal(r.folders[0].st.code, "ErrorInvalidIdMalformed");
+    assert_null(r.folders[0].folder_id);
+    soap_ews_getfolder_resp_cleanup(&r);
+    rt_buf_cleanup(&b);
+
+    /* A delegate's answer: the named mailbox refused, the caller's own fine. */
+    static const char kTwo[] =
+        "<s:Envelope xmlns:s=\"http://schemas.xmlsoap.org/soap/envelope/\"><s:Body>"
+        "<m:GetFolderResponse xmlns:m=\"http://schemas.microsoft.com/exchange/services/2006/"
+        "messages\" xmlns:t=\"http://schemas.microsoft.com/exchange/services/2006/types\">"
+        "<m:ResponseMessages>"
+        "<m:GetFolderResponseMessage ResponseClass=\"Error\"><m:MessageText>no</m:MessageText>"
+        "<m:ResponseCode>ErrorAccessDenied</m:ResponseCode><m:Folders/>"
+        "</m:GetFolderResponseMessage>"
+        "<m:GetFolderResponseMessage ResponseClass=\"Success\"><m:ResponseCode>NoError"
+        "</m:ResponseCode><m:Folders><t:Folder><t:FolderId Id=\"OWN\" ChangeKey=\"x\"/>"
+        "<t:UnreadCount>7</t:UnreadCount></t:Folder></m:Folders></m:GetFolderResponseMessage>"
+        "</m:ResponseMessages></m:GetFolderResponse></s:Body></s:Envelope>";
+    struct span two = span_make(kTwo, sizeof(kTwo) - 1);
+    assert_int_equal(soap_ews_getfolder_parse(two, &r), 0);
+    assert_int_equal(r.n_folders, 2);
+    assert_int_equal(r.st.cls, SOAP_EWS_ERROR);
+    assert_string_equal(r.st.code, "ErrorAccessDenied");
+    assert_string_equal(r.folders[1].folder_id, "OWN");
+    assert_int_equal(r.folders[1].unread_count, 7);
+    soap_ews_getfolder_resp_cleanup(&r);
+
+    /* a third message is more than anything we ask for */
+    struct rt_buf three;
+    rt_buf_init(&three, 8192);
+    const char *cut = strstr(kTwo, "<m:GetFolderResponseMessage ResponseClass=\"Success\">");
+    const char *end = strstr(kTwo, "</m:ResponseMessages>");
+    assert_int_equal(rt_buf_append(&three, kTwo, (size_t)(end - kTwo)), 0);
+    assert_int_equal(rt_buf_append(&three, cut, (size_t)(end - cut)), 0);
+    assert_int_equal(rt_buf_append_str(&three, end), 0);
+    assert_int_equal(soap_ews_getfolder_parse(rt_buf_span(&three), &r), ENS_ETOOBIG);
+    assert_int_equal(r.n_folders, 0);
+    soap_ews_getfolder_resp_cleanup(&r);
+    rt_buf_cleanup(&three);
 }
 
 static void test_notification_result(void **state)
@@ -652,6 +782,8 @@ int main(void)
         cmocka_unit_test(test_subscribe_build),
         cmocka_unit_test(test_getitem_and_getfolder_build),
         cmocka_unit_test(test_notification_result),
+        cmocka_unit_test(test_mailbox_named),
+        cmocka_unit_test(test_getfolder_folders),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
