@@ -1,6 +1,7 @@
 # persistence/: the Redis store (connection, mailbox domain, admin state).
 ens_module(ens_store
-  SOURCES persistence/store_redis.c persistence/store_user.c persistence/store_admin.c
+  SOURCES persistence/store_redis.c persistence/store_uv.c persistence/store_user.c
+          persistence/store_admin.c
   LIBS ens_base PkgConfig::UV PkgConfig::HIREDIS PkgConfig::CJSON ens_boringssl m)
 
 # A private redis-server for tests of any module.
@@ -11,6 +12,8 @@ if(ENS_TESTS AND NOT ENS_FUZZ)
 endif()
 
 ens_unit_test(store_test SOURCES tests/unit/persistence/store_test.c
+  LIBS ens_store ens_test_redis TIMEOUT 60)
+ens_unit_test(store_redis_test SOURCES tests/unit/persistence/store_redis_test.c
   LIBS ens_store ens_test_redis TIMEOUT 60)
 ens_unit_test(store_codec_test SOURCES tests/unit/persistence/store_codec_test.c
   LIBS ens_store TIMEOUT 20)

@@ -2,13 +2,14 @@
 
 #include <hiredis/async.h>
 #include <hiredis/hiredis.h>
-#include <hiredis/adapters/libuv.h>
 #include <netdb.h>
+#include <openssl/rand.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <string.h>
 #include <sys/socket.h>
 
+#include "persistence/store_uv_int.h"
 #include "runtime/alloc.h"
 #include "runtime/buf.h"
 #include "runtime/err.h"
@@ -30,6 +31,7 @@ struct store_op {
     int remaining; /* replies hiredis still owes us */
     int done;      /* callback has run */
     int broken;    /* not every command could be sent */
+    int probe;     /* our own health PING, not a caller's command */
 };
 
 struct store_tx {
@@ -47,12 +49,20 @@ struct store {
 
     redisAsyncContext *ac; /* NULL while down; detached before we free it */
     int ready;
+    int established; /* ac got as far as ready once: its loss is not a failed attempt */
     int closing;
     uint64_t backoff_ms;
+    store_ready_cb watch;
+    void *watch_ud;
 
     uv_timer_t timer;    /* reconnect backoff, or connect timeout while connecting */
     uv_timer_t deadline; /* earliest deadline among waiting ops */
     uint64_t deadline_at;
+    uv_timer_t health;    /* probes a connection that has gone quiet */
+    uint64_t last_reply;  /* uv_now() of the last reply on ac */
+    int timeouts_run;     /* deadlines passed in a row with no reply between */
+    int probes;           /* health PINGs whose callback is owed */
+    uint32_t probes_held; /* health PINGs hiredis still references */
     int handles_open;
     uv_getaddrinfo_t gai;
     int gai_busy;
@@ -64,6 +74,7 @@ struct store {
 
 static void connect_start(struct store *s);
 static void on_timer(uv_timer_t *t);
+static void drop_and_retry(struct store *s, enum store_drop_reason why);
 
 static void seterr(char *err, size_t errlen, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
@@ -180,6 +191,16 @@ static int parse_url(struct store *s, const char *url, char *err, size_t errlen)
     return 0;
 }
 
+/* Every change of ready goes through here so that the watcher hears it. */
+static void set_ready(struct store *s, int ready)
+{
+    if (s->ready == ready)
+        return;
+    s->ready = ready;
+    if (s->watch)
+        s->watch(ready, s->watch_ud);
+}
+
 /* ---- op list and deadlines ---- */
 
 static void op_link(struct store *s, struct store_op *op)
@@ -203,8 +224,10 @@ static void op_finish(struct store_op *op, int err, redisReply *r)
     op_unlink(op);
     op->done = 1;
     if (err == ENS_ETIMEDOUT)
+        s->timeouts_run++;
+    if (!op->probe && err == ENS_ETIMEDOUT)
         s->st.timeouts++;
-    else if (err == ENS_ESTORE)
+    else if (!op->probe && err == ENS_ESTORE)
         s->st.errors++;
     op->cb(err, r, op->ud);
 }
@@ -242,6 +265,15 @@ static void on_deadline(uv_timer_t *t)
     }
     while (expired.next != &expired)
         op_finish(expired.next, ENS_ETIMEDOUT, NULL);
+
+    /* Redis answers in order, so this many deadlines with no reply between
+     * mean the oldest waited its whole deadline on a link that delivered
+     * nothing: paused, wedged, or a peer gone without a reset. A fresh
+     * connection costs less than waiting to find out. */
+    if (!s->closing && s->ac && s->established && s->timeouts_run >= STORE_DEAD_TIMEOUTS) {
+        RT_LOG_W("store.unresponsive", "timeouts=%d", s->timeouts_run);
+        drop_and_retry(s, STORE_DROP_TIMEOUTS);
+    }
 
     uint64_t next = UINT64_MAX;
     for (struct store_op *op = s->waiting.next; op != &s->waiting; op = op->next)
@@ -285,12 +317,18 @@ static void on_reply(redisAsyncContext *ac, void *reply, void *priv)
     redisReply *r = reply;
     op->remaining--;
     if (r == NULL && s->ac == ac)
-        s->ready = 0; /* the connection is going: nobody may send on it now */
+        set_ready(s, 0); /* the connection is going: nobody may send on it now */
+    if (r != NULL && s->ac == ac) {
+        /* any reply, even one too late for its caller, shows the link alive */
+        s->timeouts_run = 0;
+        s->last_reply = uv_now(s->loop);
+    }
     if (!op->done) {
         if (r == NULL)
             op_finish(op, s->closing ? ENS_ECANCELED : ENS_ESTORE, NULL);
         else if (op->remaining == 0) {
-            s->st.round_trips++;
+            if (!op->probe)
+                s->st.round_trips++;
             if (op->broken || r->type == REDIS_REPLY_ERROR)
                 op_finish(op, ENS_ESTORE, NULL);
             else
@@ -299,21 +337,50 @@ static void on_reply(redisAsyncContext *ac, void *reply, void *priv)
     }
     if (op->remaining == 0) {
         s->inflight--;
+        if (op->probe)
+            s->probes_held--;
         ens_free(op);
     }
 }
 
 /* ---- connection ---- */
 
+static const char *const kDropNames[STORE_DROP_REASONS] = {"closed", "poll_error", "timeouts",
+                                                           "connect"};
+
+const char *store_drop_reason_name(enum store_drop_reason r)
+{
+    return (unsigned)r < STORE_DROP_REASONS ? kDropNames[r] : "unknown";
+}
+
+/* Half to all of |ms|, at random: after a Redis restart every scheduler of
+ * every ensd reconnects, and the jitter keeps them from doing it in step. */
+static uint64_t jittered(uint64_t ms)
+{
+    uint32_t r = 0;
+    if (!RAND_bytes((uint8_t *)&r, sizeof(r)))
+        r = 0; /* BoringSSL aborts rather than fail; the plain delay would do */
+    return ms / 2 + r % (ms / 2 + 1);
+}
+
 static void schedule_reconnect(struct store *s)
 {
     if (s->closing)
         return;
-    uint64_t delay = s->backoff_ms;
+    uint64_t delay = jittered(s->backoff_ms);
     s->backoff_ms =
         s->backoff_ms * 2 > STORE_BACKOFF_MAX_MS ? STORE_BACKOFF_MAX_MS : s->backoff_ms * 2;
     uv_timer_stop(&s->timer);
     uv_timer_start(&s->timer, on_timer, delay, 0);
+}
+
+/* Forgets the current context without freeing it (hiredis does, or we did). */
+static void forget_context(struct store *s)
+{
+    s->ac = NULL;
+    s->established = 0;
+    s->timeouts_run = 0;
+    set_ready(s, 0);
 }
 
 /* Drops the current context. Detaching first makes every later hiredis
@@ -323,10 +390,36 @@ static void drop_context(struct store *s)
     redisAsyncContext *ac = s->ac;
     if (ac == NULL)
         return;
-    s->ac = NULL;
-    s->ready = 0;
+    forget_context(s);
     ac->data = NULL;
     redisAsyncFree(ac);
+}
+
+/* Counts why the connection went, then frees it and retries later. Not from
+ * inside a hiredis callback (redisAsyncFree is not allowed there). */
+static void drop_and_retry(struct store *s, enum store_drop_reason why)
+{
+    s->st.drops[why]++;
+    drop_context(s);
+    schedule_reconnect(s);
+}
+
+/* The adapter's poll error: the socket failed (a reset, a refused connect)
+ * and hiredis will never notice on its own. */
+static void on_poll_error(redisAsyncContext *ac, int status)
+{
+    struct store *s = ac->data;
+    if (s == NULL || s->ac != ac)
+        return;
+    int soerr = 0;
+    socklen_t len = sizeof(soerr);
+    if (getsockopt(ac->c.fd, SOL_SOCKET, SO_ERROR, &soerr, &len) != 0 || soerr == 0)
+        soerr = -status; /* the socket's own error says more when there is one */
+    if (s->established)
+        RT_LOG_W("store.poll_error", "err=\"%s\"", uv_strerror(-soerr));
+    else
+        RT_LOG_W("store.connect_failed", "err=\"%s\"", uv_strerror(-soerr));
+    drop_and_retry(s, s->established ? STORE_DROP_POLL_ERROR : STORE_DROP_CONNECT);
 }
 
 static void on_connect(const redisAsyncContext *ac, int status)
@@ -336,8 +429,8 @@ static void on_connect(const redisAsyncContext *ac, int status)
         return;
     if (status != REDIS_OK) {
         RT_LOG_W("store.connect_failed", "err=\"%s\"", ac->errstr);
-        s->ac = NULL; /* hiredis frees it when we return */
-        s->ready = 0;
+        s->st.drops[STORE_DROP_CONNECT]++;
+        forget_context(s); /* hiredis frees it when we return */
         schedule_reconnect(s);
     }
 }
@@ -348,8 +441,8 @@ static void on_disconnect(const redisAsyncContext *ac, int status)
     if (s == NULL || s->ac != ac)
         return;
     RT_LOG_W("store.disconnected", "status=%d err=\"%s\"", status, ac->err ? ac->errstr : "");
-    s->ac = NULL;
-    s->ready = 0;
+    s->st.drops[s->established ? STORE_DROP_CLOSED : STORE_DROP_CONNECT]++;
+    forget_context(s);
     schedule_reconnect(s);
 }
 
@@ -361,15 +454,18 @@ static void on_select(redisAsyncContext *ac, void *reply, void *priv)
     if (ac->data != s || r == NULL || s->ac != ac)
         return;
     if (r->type == REDIS_REPLY_ERROR) {
-        RT_LOG_E("store.select_failed", "db=%d", s->db);
-        drop_context(s);
-        schedule_reconnect(s);
+        /* also "-LOADING" from a server still reading its AOF: retry later */
+        RT_LOG_E("store.select_failed", "db=%d err=\"%.*s\"", s->db, (int)r->len, r->str);
+        drop_and_retry(s, STORE_DROP_CONNECT);
         return;
     }
-    s->ready = 1;
+    s->established = 1;
+    s->timeouts_run = 0;
+    s->last_reply = uv_now(s->loop);
     s->backoff_ms = STORE_BACKOFF_MIN_MS;
     s->st.connects++;
     uv_timer_stop(&s->timer);
+    set_ready(s, 1);
     RT_LOG_I("store.connected", "db=%d", s->db);
 }
 
@@ -379,12 +475,16 @@ static void attach(struct store *s, redisAsyncContext *ac)
         RT_LOG_W("store.connect_failed", "err=\"%s\"", ac ? ac->errstr : "no memory");
         if (ac)
             redisAsyncFree(ac);
+        s->st.drops[STORE_DROP_CONNECT]++;
         schedule_reconnect(s);
         return;
     }
     ac->data = s;
-    if (redisLibuvAttach(ac, s->loop) != REDIS_OK) {
+    if (store__uv_attach(ac, s->loop, on_poll_error) != REDIS_OK) {
+        RT_LOG_E("store.connect_failed", "err=\"cannot poll the socket\"");
+        ac->data = NULL;
         redisAsyncFree(ac);
+        s->st.drops[STORE_DROP_CONNECT]++;
         schedule_reconnect(s);
         return;
     }
@@ -397,8 +497,7 @@ static void attach(struct store *s, redisAsyncContext *ac)
     snprintf(db, sizeof(db), "%d", s->db);
     const char *argv[2] = {"SELECT", db};
     if (redisAsyncCommandArgv(ac, on_select, s, 2, argv, NULL) != REDIS_OK) {
-        drop_context(s);
-        schedule_reconnect(s);
+        drop_and_retry(s, STORE_DROP_CONNECT);
         return;
     }
     uv_timer_stop(&s->timer);
@@ -424,6 +523,7 @@ static void on_gai(uv_getaddrinfo_t *req, int status, struct addrinfo *res)
     uv_freeaddrinfo(res);
     if (ip[0] == '\0') {
         RT_LOG_W("store.resolve_failed", "err=\"%s\"", uv_strerror(status));
+        s->st.drops[STORE_DROP_CONNECT]++;
         schedule_reconnect(s);
         return;
     }
@@ -457,8 +557,44 @@ static void on_timer(uv_timer_t *t)
         connect_start(s);
     } else if (!s->ready) {
         RT_LOG_W("store.connect_timeout", "ms=%d", STORE_CONNECT_TIMEOUT_MS);
-        drop_context(s);
-        schedule_reconnect(s);
+        drop_and_retry(s, STORE_DROP_CONNECT);
+    }
+}
+
+/* ---- health probe ---- */
+
+static int op_send(struct store *s, struct store_op *op, const char *const *cmd, const size_t *len,
+                   int n);
+static struct store_op *op_new(struct store *s, uint64_t deadline_ms, store_reply_cb cb, void *ud);
+
+static void on_probe(int err, struct redisReply *reply, void *ud)
+{
+    (void)err;
+    (void)reply;
+    struct store *s = ud; /* probes finish before store_free returns */
+    s->probes--;
+}
+
+/* A quiet connection gets a PING every STORE_PING_INTERVAL_MS until a reply
+ * comes, so a link that died without a reset is found by the run-of-timeouts
+ * rule even when no caller is sending. At most STORE_DEAD_TIMEOUTS are owed,
+ * which is all the rule needs. */
+static void on_health(uv_timer_t *t)
+{
+    struct store *s = t->data;
+    if (!store_ready(s) || s->probes >= STORE_DEAD_TIMEOUTS)
+        return;
+    uint64_t now = uv_now(s->loop);
+    if (now - s->last_reply < STORE_PING_INTERVAL_MS)
+        return;
+    static const char ping[] = "*1\r\n$4\r\nPING\r\n";
+    const char *cmd = ping;
+    size_t len = sizeof(ping) - 1;
+    struct store_op *op = op_new(s, now + STORE_PING_TIMEOUT_MS, on_probe, s);
+    op->probe = 1;
+    if (op_send(s, op, &cmd, &len, 1) == 0) {
+        s->probes++;
+        s->probes_held++;
     }
 }
 
@@ -482,9 +618,13 @@ struct store *store_new(uv_loop_t *loop, const char *url, char *err, size_t errl
     s->backoff_ms = STORE_BACKOFF_MIN_MS;
     uv_timer_init(loop, &s->timer);
     uv_timer_init(loop, &s->deadline);
+    uv_timer_init(loop, &s->health);
     s->timer.data = s;
     s->deadline.data = s;
-    s->handles_open = 2;
+    s->health.data = s;
+    s->handles_open = 3;
+    uv_timer_start(&s->health, on_health, STORE_PING_INTERVAL_MS, STORE_PING_INTERVAL_MS);
+    uv_unref((uv_handle_t *)&s->health); /* a probe alone never keeps a loop running */
     connect_start(s);
     return s;
 }
@@ -494,12 +634,18 @@ int store_ready(const struct store *s)
     return s && s->ready && s->ac && !s->closing;
 }
 
+void store_watch_ready(struct store *s, store_ready_cb cb, void *ud)
+{
+    s->watch = cb;
+    s->watch_ud = ud;
+}
+
 void store_free(struct store *s)
 {
     if (s == NULL || s->closing)
         return;
     s->closing = 1;
-    s->ready = 0;
+    set_ready(s, 0);
     while (s->waiting.next != &s->waiting)
         op_finish(s->waiting.next, ENS_ECANCELED, NULL);
     if (s->gai_busy)
@@ -507,12 +653,13 @@ void store_free(struct store *s)
     drop_context(s);
     uv_close((uv_handle_t *)&s->timer, on_handle_closed);
     uv_close((uv_handle_t *)&s->deadline, on_handle_closed);
+    uv_close((uv_handle_t *)&s->health, on_handle_closed);
 }
 
 void store_stats(const struct store *s, struct store_stats *out)
 {
     *out = s->st;
-    out->pending = s->inflight;
+    out->pending = s->inflight - s->probes_held;
     out->ready = store_ready(s);
 }
 
@@ -523,8 +670,8 @@ static int admit(struct store *s, uint64_t deadline_ms, store_reply_cb cb)
         return ENS_EINVAL;
     if (!store_ready(s))
         return ENS_ESTORE;
-    if (s->inflight >= STORE_MAX_PENDING)
-        return ENS_EFULL;
+    if (s->inflight - s->probes_held >= STORE_MAX_PENDING)
+        return ENS_EFULL; /* probes are outside the cap: at most a few, and ours */
     if (deadline_ms <= uv_now(s->loop))
         return ENS_ETIMEDOUT;
     return 0;

@@ -3,8 +3,15 @@
  * A store belongs to the loop it was created on: every function here must be
  * called on that loop's thread, and every callback runs there. The store
  * connects by itself, SELECTs the configured database and reconnects with
- * backoff after any disconnect; while it is down commands fail at once with
- * ENS_ESTORE rather than queueing, so callers never wait on a dead Redis.
+ * jittered backoff after any disconnect; while it is down commands fail at once
+ * with ENS_ESTORE rather than queueing, so callers never wait on a dead Redis.
+ *
+ * A connection counts as dead, is torn down and reconnected, when hiredis sees
+ * it close, when libuv reports a poll error on its socket (a reset), or after
+ * STORE_DEAD_TIMEOUTS command deadlines in a row pass with no reply from Redis
+ * in between (a paused server, a peer gone without a reset). An idle
+ * connection is probed with PING so that a silent one is found without
+ * traffic; those probes are not counted in store_stats' commands.
  *
  * Async contract (house rule 5): if a call returns an error its callback never
  * runs; if it returns 0 the callback runs exactly once, later, never from inside
@@ -27,6 +34,9 @@
 #define STORE_MAX_URL            1024
 #define STORE_TX_MAX_CMDS        256          /* commands in one MULTI/EXEC */
 #define STORE_TX_MAX_BYTES       (512 * 1024) /* encoded size of one MULTI/EXEC */
+#define STORE_DEAD_TIMEOUTS      3            /* deadlines in a row, no reply between: dead */
+#define STORE_PING_INTERVAL_MS   500          /* silence after which an idle link is probed */
+#define STORE_PING_TIMEOUT_MS    1000         /* deadline of one probe */
 
 struct redisReply;
 struct store;
@@ -37,14 +47,32 @@ struct store_tx;
  * callback may issue new commands or call store_free. */
 typedef void (*store_reply_cb)(int err, struct redisReply *reply, void *ud);
 
+/* Why a connection was torn down, the labels of ens_redis_disconnects_total. */
+enum store_drop_reason {
+    STORE_DROP_CLOSED,     /* Redis closed it, or a read or write failed */
+    STORE_DROP_POLL_ERROR, /* the socket reported an error (reset) */
+    STORE_DROP_TIMEOUTS,   /* STORE_DEAD_TIMEOUTS deadlines in a row */
+    STORE_DROP_CONNECT,    /* an attempt failed: refused, timed out, SELECT refused */
+    STORE_DROP_REASONS
+};
+
 struct store_stats {
-    uint64_t round_trips; /* commands/transactions answered by Redis */
-    uint64_t errors;      /* error replies and commands lost with the connection */
-    uint64_t timeouts;    /* deadlines that passed before the reply */
-    uint64_t connects;    /* successful (re)connections */
-    uint32_t pending;     /* commands in flight right now */
+    uint64_t round_trips;               /* commands/transactions answered by Redis */
+    uint64_t errors;                    /* error replies and commands lost with the connection */
+    uint64_t timeouts;                  /* deadlines that passed before the reply */
+    uint64_t connects;                  /* successful (re)connections */
+    uint64_t drops[STORE_DROP_REASONS]; /* connections and attempts torn down */
+    uint32_t pending;                   /* commands in flight right now */
     int ready;
 };
+
+/* store_drop_reason_name returns a short lower-case label ("poll_error"). */
+const char *store_drop_reason_name(enum store_drop_reason r);
+
+/* store_ready_cb is told each change of store_ready, with the new value. It
+ * runs on the loop thread from inside store and hiredis callbacks, so it must
+ * not call into the store: publish a flag for other threads, no more. */
+typedef void (*store_ready_cb)(int ready, void *ud);
 
 /* store_new creates a store on |loop| for |url| and starts connecting at once.
  * URLs: redis://host[:port][/db] (port 6379, db 0 by default; [v6] in brackets)
@@ -57,6 +85,11 @@ struct store *store_new(uv_loop_t *loop, const char *url, char *err, size_t errl
 
 /* store_ready returns 1 while connected with the database selected, else 0. */
 int store_ready(const struct store *s);
+
+/* store_watch_ready makes |cb| hear every later change of store_ready (one
+ * watcher per store; NULL removes it). The last call it gets is 0, from
+ * store_free. Loop thread only. */
+void store_watch_ready(struct store *s, store_ready_cb cb, void *ud);
 
 /* store_free cancels every pending command (callbacks get ENS_ECANCELED before
  * this returns) and closes the connection. Memory is released from a later
