@@ -1,4 +1,5 @@
-/* Listening, connecting under a deadline, and URL / host:port parsing.
+/* Connecting under a deadline, and URL / host:port parsing (listening is
+ * runtime/listener.c).
  *
  * A connect attempt is a small state machine owned by struct connect_op:
  * RESOLVE (uv_getaddrinfo on the thread pool) -> CONNECT (each address in
@@ -19,8 +20,7 @@
 #include "runtime/net_int.h"
 #include "runtime/span.h"
 
-#define NET_LISTEN_BACKLOG 511
-#define NET_MAX_HOSTPORT   300
+#define NET_MAX_HOSTPORT 300
 
 /* ---- parsing ---- */
 
@@ -150,127 +150,19 @@ int rt_url_parse(const char *url, struct rt_url *out)
     return 0;
 }
 
-/* ---- listening ---- */
-
-struct rt_listener {
-    uv_tcp_t tcp;
-    struct rt_tls_ctx *tls;
-    rt_accept_cb cb;
-    void *ud;
-    uint16_t port;
-};
-
-static void on_connection(uv_stream_t *server, int status)
+int rt__listen_addr_parse(const char *hostport, char *host, size_t hostlen, uint16_t *port)
 {
-    struct rt_listener *l = server->data;
-    if (status < 0) {
-        RT_LOG_W("net.accept_failed", "err=%s", uv_strerror(status));
-        return;
-    }
-    uv_tcp_t *tcp;
-    struct rt_stream *s = rt__tcp_stream_new(server->loop, &tcp);
-    if (!s)
-        return;
-    if (uv_accept(server, (uv_stream_t *)tcp) != 0) {
-        rt_stream_close(s, NULL, NULL);
-        return;
-    }
-    rt__tcp_stream_set_peer(s);
-    if (l->tls) {
-        s = rt__tls_stream_new(s, l->tls, NULL);
-        if (!s)
-            return;
-    }
-    l->cb(s, l->ud);
-}
-
-static int sockaddr_from(const char *host, uint16_t port, struct sockaddr_storage *ss)
-{
-    memset(ss, 0, sizeof(*ss));
-    if (uv_ip4_addr(host, port, (struct sockaddr_in *)ss) == 0)
-        return AF_INET;
-    if (uv_ip6_addr(host, port, (struct sockaddr_in6 *)ss) == 0)
-        return AF_INET6;
-    return -1;
-}
-
-static void on_listener_closed(uv_handle_t *h)
-{
-    ens_free(h->data);
-}
-
-int rt_listen(uv_loop_t *loop, const char *hostport, struct rt_tls_ctx *tls, int reuseport,
-              rt_accept_cb cb, void *ud, struct rt_listener **out)
-{
-    char host[256];
-    uint16_t port = 0;
-    if (!loop || !cb || !out)
-        return ENS_EINVAL;
-    /* Port 0 is legal here (tests, ephemeral), so parse it by hand. */
     size_t n = hostport ? strnlen(hostport, NET_MAX_HOSTPORT + 1) : 0;
-    if (n == 0 || n > NET_MAX_HOSTPORT)
+    if (n == 0 || n > NET_MAX_HOSTPORT || !host || !port)
         return ENS_EPARSE;
+    /* Port 0 is legal here (tests, ephemeral), so it is split off by hand. */
     if (n >= 2 && hostport[n - 1] == '0' && hostport[n - 2] == ':') {
-        struct span a = span_make(hostport, n - 2);
-        if (split_authority(a, host, sizeof(host), &port, 0) != 0)
+        if (split_authority(span_make(hostport, n - 2), host, hostlen, port, 0) != 0)
             return ENS_EPARSE;
-        port = 0;
-    } else if (rt_hostport_split(hostport, host, sizeof(host), &port) != 0) {
-        return ENS_EPARSE;
+        *port = 0;
+        return 0;
     }
-    struct sockaddr_storage ss;
-    int family = sockaddr_from(host, port, &ss);
-    if (family < 0)
-        return ENS_EINVAL; /* listeners bind literal addresses only */
-
-    struct rt_listener *l = ens_calloc(1, sizeof(*l));
-    l->tls = tls;
-    l->cb = cb;
-    l->ud = ud;
-    l->tcp.data = l;
-    /* uv_tcp_init_ex creates the socket now, so SO_REUSEPORT can be set
-     * before bind; libuv 1.44 has no bind flag for it. */
-    int rc = uv_tcp_init_ex(loop, &l->tcp, (unsigned)family);
-    if (rc) {
-        ens_free(l);
-        return ENS_EIO;
-    }
-    if (reuseport) {
-        uv_os_fd_t fd;
-        int one = 1;
-        if (uv_fileno((uv_handle_t *)&l->tcp, &fd) != 0 ||
-            setsockopt(fd, SOL_SOCKET, SO_REUSEPORT, &one, sizeof(one)) != 0) {
-            rc = UV_EINVAL;
-            goto fail;
-        }
-    }
-    rc = uv_tcp_bind(&l->tcp, (const struct sockaddr *)&ss, 0);
-    if (!rc)
-        rc = uv_listen((uv_stream_t *)&l->tcp, NET_LISTEN_BACKLOG, on_connection);
-    if (rc)
-        goto fail;
-    struct sockaddr_storage bound;
-    int blen = sizeof(bound);
-    if (uv_tcp_getsockname(&l->tcp, (struct sockaddr *)&bound, &blen) == 0)
-        l->port = ntohs(bound.ss_family == AF_INET ? ((struct sockaddr_in *)&bound)->sin_port
-                                                   : ((struct sockaddr_in6 *)&bound)->sin6_port);
-    *out = l;
-    return 0;
-fail:
-    RT_LOG_W("net.listen_failed", "addr=%s err=%s", hostport, uv_strerror(rc));
-    uv_close((uv_handle_t *)&l->tcp, on_listener_closed);
-    return rc == UV_EADDRINUSE || rc == UV_EACCES ? ENS_EEXIST : ENS_EIO;
-}
-
-uint16_t rt_listener_port(const struct rt_listener *l)
-{
-    return l->port;
-}
-
-void rt_listener_close(struct rt_listener *l)
-{
-    if (l)
-        uv_close((uv_handle_t *)&l->tcp, on_listener_closed);
+    return rt_hostport_split(hostport, host, hostlen, port);
 }
 
 /* ---- connecting ---- */

@@ -1,8 +1,9 @@
 /* Listening, connecting and TLS contexts: how the runtime makes streams.
  *
  * Implemented by runtime/stream_tcp.c (plain TCP), runtime/stream_tls.c
- * (BoringSSL over any stream, memory BIOs) and runtime/net.c (listen, async
- * DNS + connect with deadlines, URL parsing). Every function must be called on
+ * (BoringSSL over any stream, memory BIOs), runtime/listener.c (listen and
+ * accept within the descriptor budget) and runtime/net.c (async DNS + connect
+ * with deadlines, URL parsing). Every function must be called on
  * the loop's thread.
  *
  * Async contract (house rule 5): if an async call returns an error its callback
@@ -68,16 +69,42 @@ typedef void (*rt_accept_cb)(struct rt_stream *s, void *ud);
 /* rt_listen binds "host:port" ("0.0.0.0:8443", "127.0.0.1:0", "[::1]:9090"),
  * with SO_REUSEPORT when |reuseport| so that several loops can accept on one
  * port. |tls| may be NULL (plain TCP) and must outlive the listener.
- * 0 and *out set, or a negative ENS_E* code. */
+ * 0 and *out set, or a negative ENS_E* code.
+ *
+ * A listener never holds more than rt_listen_conn_cap() accepted streams open
+ * at once; past that, and whenever accept(2) fails for want of descriptors or
+ * memory (EMFILE, ENFILE, ENOBUFS, ENOMEM), it stops accepting: waiting
+ * clients stay in the kernel's backlog. It tries again when one of its streams
+ * closes and, after a descriptor shortage, also on a timer from
+ * RT_ACCEPT_BACKOFF_MIN_MS doubling to RT_ACCEPT_BACKOFF_MAX_MS. Each such
+ * episode logs one line when it starts (net.accept_paused) and one when the
+ * backlog is empty again (net.accept_resumed, with how often it paused). */
 int rt_listen(uv_loop_t *loop, const char *hostport, struct rt_tls_ctx *tls, int reuseport,
               rt_accept_cb cb, void *ud, struct rt_listener **out);
 
 /* rt_listener_port returns the bound port (useful after binding port 0). */
 uint16_t rt_listener_port(const struct rt_listener *l);
 
-/* rt_listener_close stops accepting and frees the listener after its handle
- * closes; existing streams are unaffected. */
+/* rt_listener_close stops accepting (also when paused; a pending retry is
+ * cancelled) and closes the socket; existing streams are unaffected. The
+ * memory goes once the handles have closed and the last stream it accepted
+ * has closed. */
 void rt_listener_close(struct rt_listener *l);
+
+/* rt_listen_set_conn_cap sets the cap of every listener created afterwards
+ * (rt_fdlimit_setup derives it from RLIMIT_NOFILE). Call before the loop
+ * threads start; 0 restores the default, RT_FD_MAX_CONNS. */
+void rt_listen_set_conn_cap(unsigned cap);
+unsigned rt_listen_conn_cap(void);
+
+/* Process-wide listener figures, for metrics; any thread, relaxed reads. */
+struct rt_listen_stats {
+    uint64_t open;       /* accepted streams not yet closed, all listeners */
+    uint64_t paused;     /* listeners not accepting right now */
+    uint64_t pauses_fd;  /* episodes begun by a descriptor or memory shortage */
+    uint64_t pauses_cap; /* episodes begun at the connection cap */
+};
+void rt_listen_stats_get(struct rt_listen_stats *out);
 
 /* ---- Connecting ---- */
 

@@ -19,6 +19,8 @@ struct tcp_stream {
     void *read_ud;
     rt_stream_close_cb close_cb;
     void *close_ud;
+    rt__tcp_release_cb release_cb; /* the listener that counts this connection */
+    void *release_ud;
     size_t pending; /* bytes queued in uv_write requests */
     int write_err;  /* first write failure, reported through read_cb */
     unsigned reading : 1;
@@ -169,6 +171,9 @@ static void on_close(uv_handle_t *h)
     struct tcp_stream *ts = h->data;
     if (ts->close_cb)
         ts->close_cb(&ts->base, ts->close_ud);
+    /* Last: the descriptor is gone now, so the listener may accept again. */
+    if (ts->release_cb)
+        ts->release_cb(ts->release_ud);
     ens_free(ts);
 }
 
@@ -216,6 +221,13 @@ struct rt_stream *rt__tcp_stream_new(uv_loop_t *loop, uv_tcp_t **tcp_out)
     ts->base.loop = loop;
     *tcp_out = &ts->tcp;
     return &ts->base;
+}
+
+void rt__tcp_stream_on_release(struct rt_stream *s, rt__tcp_release_cb cb, void *ud)
+{
+    struct tcp_stream *ts = (struct tcp_stream *)s;
+    ts->release_cb = cb;
+    ts->release_ud = ud;
 }
 
 void rt__tcp_stream_set_peer(struct rt_stream *s)
