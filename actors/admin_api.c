@@ -20,6 +20,7 @@
 #include "runtime/buf.h"
 #include "runtime/err.h"
 #include "runtime/log.h"
+#include "runtime/net.h"
 
 #define ADMIN_TOKEN_PREFIX    "ens_"
 #define ADMIN_MAX_METRICS     (64 * 1024)
@@ -419,6 +420,16 @@ static const struct metric_row kCounters[] = {
      COUNTER(hibernations)},
     {"ens_enrollments_total", "kind=\"subscribe\"", "Device API enrollments", COUNTER(subscribes)},
     {"ens_enrollments_total", "kind=\"checkin\"", NULL, COUNTER(checkins)},
+    {"ens_rate_limited_total", "limit=\"address\"",
+     "Device API requests answered 429, by the limit they met",
+     COUNTER(rate_limited[ENS_LIMIT_ADDRESS])},
+    {"ens_rate_limited_total", "limit=\"token\"", NULL, COUNTER(rate_limited[ENS_LIMIT_TOKEN])},
+    {"ens_rate_limited_total", "limit=\"mailbox\"", NULL, COUNTER(rate_limited[ENS_LIMIT_MAILBOX])},
+    {"ens_enrollment_replays_total", "", "Enrollments refused because their JWE was seen before",
+     COUNTER(replays)},
+    {"ens_callbacks_total", "result=\"unavailable\"",
+     "Exchange callbacks answered 503 (keys not loaded, Redis down, stopping): Exchange retries",
+     COUNTER(callbacks_unjudged)},
 };
 
 static const char *const kEwsOps[ENS_EWS_OPS] = {"Subscribe", "GetItem", "GetFolder"};
@@ -494,6 +505,27 @@ static void metrics(struct ens_sched_ctx *ctx, struct h1_req *req)
         rt_buf_appendf(&b, "# HELP %s %s\n# TYPE %s counter\n%s %llu\n", kRedis[r].name,
                        kRedis[r].help, kRedis[r].name, kRedis[r].name, (unsigned long long)sum);
     }
+    rt_buf_appendf(&b, "# HELP ens_redis_disconnects_total Redis connections torn down and "
+                       "connection attempts failed, by reason; each is followed by a reconnect\n"
+                       "# TYPE ens_redis_disconnects_total counter\n");
+    for (int why = 0; why < ENS_REDIS_DROP_REASONS; why++) {
+        uint64_t sum = 0;
+        for (int i = 0; i < rt_nscheds(app->rt); i++) {
+            struct ens_sched_ctx *c = rt_sched_data(rt_sched_at(app->rt, i));
+            if (c)
+                sum += atomic_load_explicit(&c->redis_drops[why], memory_order_relaxed);
+        }
+        rt_buf_appendf(&b, "ens_redis_disconnects_total{reason=\"%s\"} %llu\n",
+                       store_drop_reason_name((enum store_drop_reason)why),
+                       (unsigned long long)sum);
+    }
+    rt_buf_appendf(&b, "# HELP ens_redis_connected 1 while the scheduler's Redis connection is "
+                       "ready\n# TYPE ens_redis_connected gauge\n");
+    for (int i = 0; i < rt_nscheds(app->rt); i++) {
+        struct ens_sched_ctx *c = rt_sched_data(rt_sched_at(app->rt, i));
+        rt_buf_appendf(&b, "ens_redis_connected{sched=\"%d\"} %d\n", i,
+                       c ? atomic_load_explicit(&c->redis_ready, memory_order_relaxed) : 0);
+    }
     rt_histogram_render(&k->callback_to_push, "ens_callback_to_push_seconds",
                         "From an Exchange callback's arrival to APNs accepting its new-mail push",
                         &b);
@@ -502,11 +534,26 @@ static void metrics(struct ens_sched_ctx *ctx, struct h1_req *req)
         "# HELP ens_actors_resident Mailbox actors in memory\n# TYPE ens_actors_resident gauge\n"
         "ens_actors_resident %zu\n",
         act_directory_count(app->dir));
+    struct rt_listen_stats ls;
+    rt_listen_stats_get(&ls);
+    rt_buf_appendf(&b,
+                   "# HELP ens_connections_open Accepted connections not yet closed\n"
+                   "# TYPE ens_connections_open gauge\nens_connections_open %llu\n"
+                   "# HELP ens_connections_cap Open connections allowed per listener, from "
+                   "RLIMIT_NOFILE\n# TYPE ens_connections_cap gauge\nens_connections_cap %u\n"
+                   "# HELP ens_accept_paused Listeners not accepting right now\n"
+                   "# TYPE ens_accept_paused gauge\nens_accept_paused %llu\n"
+                   "# HELP ens_accept_pauses_total Episodes of paused accepting by cause\n"
+                   "# TYPE ens_accept_pauses_total counter\n"
+                   "ens_accept_pauses_total{reason=\"descriptors\"} %llu\n"
+                   "ens_accept_pauses_total{reason=\"connections\"} %llu\n",
+                   (unsigned long long)ls.open, rt_listen_conn_cap(), (unsigned long long)ls.paused,
+                   (unsigned long long)ls.pauses_fd, (unsigned long long)ls.pauses_cap);
     rt_buf_appendf(
         &b,
-        "# HELP ens_ready 1 when Redis is reachable and keys are loaded\n# TYPE ens_ready gauge\n"
-        "ens_ready %d\n",
-        ens_app_keys(app) != NULL && ctx->store && store_ready(ctx->store));
+        "# HELP ens_ready 1 when every scheduler reaches Redis and keys are loaded (as /ready)\n"
+        "# TYPE ens_ready gauge\nens_ready %d\n",
+        ens_app_keys(app) != NULL && ens_app_redis_down(app) < 0);
     h1_req_respond(req, 200, "text/plain; version=0.0.4", b.data, b.len, NULL, 0);
     rt_buf_cleanup(&b);
 }

@@ -17,6 +17,7 @@ struct act_keyset;
 struct rt_tls_ctx;
 struct store;
 struct rt_listener;
+struct rt_ratelimit;
 struct h1_server;
 
 #define ENS_KEY_BYTES 32
@@ -33,6 +34,8 @@ enum ens_ews_outcome {
 
 #define ENS_SUB_STATES 7 /* enum store_sub_state */
 
+#define ENS_REDIS_DROP_REASONS 4 /* enum store_drop_reason */
+
 /* Push services and outcomes, the labels of ens_pushes_total. */
 enum ens_push_provider { ENS_PUSH_APNS, ENS_PUSH_FCM, ENS_PUSH_PROVIDERS };
 enum ens_push_outcome {
@@ -42,12 +45,19 @@ enum ens_push_outcome {
     ENS_PUSH_OUTCOMES
 };
 
+/* What the device API rate-limits by (ratelimit.*), the labels of
+ * ens_rate_limited_total. */
+enum ens_limit { ENS_LIMIT_ADDRESS, ENS_LIMIT_TOKEN, ENS_LIMIT_MAILBOX, ENS_LIMITS };
+
 /* Process-wide counters, any thread, relaxed: they are statistics. */
 struct ens_counters {
     _Atomic uint64_t callbacks_ok, callbacks_unsubscribe, callbacks_bad;
     _Atomic uint64_t pushes[ENS_PUSH_PROVIDERS][ENS_PUSH_OUTCOMES];
     _Atomic uint64_t ews_calls[ENS_EWS_OPS][ENS_EWS_OUTCOMES];
     _Atomic uint64_t subscribes, checkins;
+    _Atomic uint64_t rate_limited[ENS_LIMITS]; /* device API requests answered 429 */
+    _Atomic uint64_t replays;                  /* enrollments refused as a replayed JWE */
+    _Atomic uint64_t callbacks_unjudged;       /* callbacks answered 503: keys or Redis not there */
     _Atomic uint64_t hibernations;
     _Atomic int64_t subs_by_state[ENS_SUB_STATES]; /* resident mailboxes only */
     struct rt_histogram callback_to_push;          /* Exchange callback in, APNs 200 out */
@@ -70,7 +80,8 @@ struct ens_app {
     /* The enrollment and sealing keys, published by the key loader once they
      * are in Redis; NULL until then (/ready answers 503). */
     struct act_keyset *_Atomic keys;
-    rt_actor_id push_actor; /* lives on scheduler 0 */
+    rt_actor_id push_actor;                  /* lives on scheduler 0 */
+    struct rt_ratelimit *limits[ENS_LIMITS]; /* subscribe and checkin; shared by all threads */
     struct ens_counters counters;
     uv_async_t *main_wake; /* wakes the main thread to stop (a fatal start error) */
     _Atomic int exit_code;
@@ -86,11 +97,32 @@ struct ens_sched_ctx {
     struct h1_server *public_http;
     struct h1_server *admin_http;
     rt_actor_id responder; /* answers HTTP requests that landed here */
+    /* The public listener opens only once keys and Redis are there (ensd.c). */
+    uv_timer_t open_timer;
+    uint64_t open_since_ms, open_warn_ms;
+    int stopping;
     /* This loop's Redis statistics, copied every second so that the metrics
      * page (on scheduler 0) never reads another thread's store. */
     uv_timer_t stats_timer;
     _Atomic uint64_t redis_round_trips, redis_errors, redis_timeouts;
+    _Atomic uint64_t redis_drops[ENS_REDIS_DROP_REASONS]; /* by enum store_drop_reason */
+    /* store_ready of this loop's connection, published by its watcher the
+     * moment it changes, so /ready on any thread sees every scheduler. */
+    _Atomic int redis_ready;
 };
+
+/* ens_app_redis_down returns the index of the first scheduler whose Redis
+ * connection is not ready (or that has not started), or -1 when every one is.
+ * Any thread; relaxed loads: each flag stands alone and publishes nothing. */
+static inline int ens_app_redis_down(struct ens_app *app)
+{
+    for (int i = 0; i < rt_nscheds(app->rt); i++) {
+        struct ens_sched_ctx *c = rt_sched_data(rt_sched_at(app->rt, i));
+        if (c == NULL || !atomic_load_explicit(&c->redis_ready, memory_order_relaxed))
+            return i;
+    }
+    return -1;
+}
 
 /* ens_sched_ctx_current returns the calling scheduler's context. */
 static inline struct ens_sched_ctx *ens_sched_ctx_current(void)

@@ -31,13 +31,18 @@
 #include "protocols/soap_xml.h"
 #include "runtime/alloc.h"
 #include "runtime/err.h"
+#include "runtime/fdlimit.h"
 #include "runtime/log.h"
 #include "runtime/net.h"
+#include "runtime/ratelimit.h"
 
 extern char **environ;
 
-#define ENSD_GRACE_MS        4500 /* under the 5 s promised to orchestrators */
-#define ENSD_MAX_ADMIN_TOKEN 512
+#define ENSD_GRACE_MS           4500 /* under the 5 s promised to orchestrators */
+#define ENSD_MAX_ADMIN_TOKEN    512
+#define ENSD_OPEN_POLL_MS       50    /* how often a waiting scheduler checks keys and Redis */
+#define ENSD_OPEN_WARN_FIRST_MS 10000 /* first warning that the public port is still shut */
+#define ENSD_OPEN_WARN_EVERY_MS 30000
 
 /* ---- Start-up helpers ---- */
 
@@ -168,6 +173,23 @@ static void on_admin_accept(struct rt_stream *s, void *ud)
     h1_server_add(ctx->admin_http, s);
 }
 
+_Static_assert(ENS_REDIS_DROP_REASONS == STORE_DROP_REASONS, "app.h counts the drop reasons");
+
+/* The store's watcher: publishes this loop's Redis readiness for /ready,
+ * which may run on any scheduler (relaxed: the flag carries nothing else). */
+static void on_store_ready(int ready, void *ud)
+{
+    struct ens_sched_ctx *ctx = ud;
+    atomic_store_explicit(&ctx->redis_ready, ready, memory_order_relaxed);
+    if (ctx->store == NULL)
+        return; /* store_free at shutdown: not news */
+    if (ready)
+        RT_LOG_I("redis.ready", "sched=%d", rt_sched_index(ctx->sched));
+    else
+        RT_LOG_W("redis.down", "sched=%d: /ready answers 503 until it is back",
+                 rt_sched_index(ctx->sched));
+}
+
 static void stats_tick(uv_timer_t *t)
 {
     struct ens_sched_ctx *ctx = t->data;
@@ -178,6 +200,42 @@ static void stats_tick(uv_timer_t *t)
     atomic_store_explicit(&ctx->redis_round_trips, st.round_trips, memory_order_relaxed);
     atomic_store_explicit(&ctx->redis_errors, st.errors, memory_order_relaxed);
     atomic_store_explicit(&ctx->redis_timeouts, st.timeouts, memory_order_relaxed);
+    for (int i = 0; i < STORE_DROP_REASONS; i++)
+        atomic_store_explicit(&ctx->redis_drops[i], st.drops[i], memory_order_relaxed);
+}
+
+/* public_open_try opens this scheduler's public listener once there is
+ * something to serve: the keys are loaded and its own Redis connection is up.
+ * Until then nothing is listening, so a load balancer sends elsewhere and
+ * Exchange retries, where an open port would have had to answer callbacks it
+ * cannot judge. Polled, since both conditions are other threads' news. */
+static void public_open_try(uv_timer_t *t)
+{
+    struct ens_sched_ctx *ctx = t->data;
+    struct ens_app *app = ctx->app;
+    if (ctx->public_listener || ctx->stopping)
+        return;
+    if (ens_app_keys(app) == NULL || ctx->store == NULL || !store_ready(ctx->store)) {
+        uint64_t waited = uv_now(t->loop) - ctx->open_since_ms;
+        if (waited >= ctx->open_warn_ms) {
+            RT_LOG_W("ensd.start", "sched=%d not listening yet after %llu s: waiting for %s",
+                     rt_sched_index(ctx->sched), (unsigned long long)(waited / 1000),
+                     ens_app_keys(app) == NULL ? "the keys to load" : "Redis");
+            ctx->open_warn_ms = waited + ENSD_OPEN_WARN_EVERY_MS;
+        }
+        return;
+    }
+    uv_timer_stop(t);
+    int rc = rt_listen(t->loop, app->cfg->listen.public_addr, app->server_tls, 1, on_public_accept,
+                       ctx, &ctx->public_listener);
+    if (rc) {
+        fatal_start(app, "listen.public", rc);
+        return;
+    }
+    if (rt_sched_index(ctx->sched) == 0)
+        RT_LOG_I("ensd.start", "listening public=%s (%s) admin=%s threads=%d version=" ENS_VERSION,
+                 app->cfg->listen.public_addr, app->server_tls ? "TLS" : "plain HTTP",
+                 app->cfg->listen.admin, rt_nscheds(app->rt));
 }
 
 static void sched_start(struct rt_sched *s, void *ud)
@@ -196,6 +254,7 @@ static void sched_start(struct rt_sched *s, void *ud)
         fatal_start(app, "redis", ENS_ECONFIG);
         return;
     }
+    store_watch_ready(ctx->store, on_store_ready, ctx);
     uv_timer_init(loop, &ctx->stats_timer);
     ctx->stats_timer.data = ctx;
     uv_timer_start(&ctx->stats_timer, stats_tick, 1000, 1000);
@@ -206,12 +265,11 @@ static void sched_start(struct rt_sched *s, void *ud)
     }
     struct h1_server_opts ho = {.max_body = (size_t)cfg->http.max_body_bytes};
     ctx->public_http = h1_server_new(loop, &ho, act_http_public, ctx);
-    rc = rt_listen(loop, cfg->listen.public_addr, app->server_tls, 1, on_public_accept, ctx,
-                   &ctx->public_listener);
-    if (rc) {
-        fatal_start(app, "listen.public", rc);
-        return;
-    }
+    uv_timer_init(loop, &ctx->open_timer);
+    ctx->open_timer.data = ctx;
+    ctx->open_since_ms = uv_now(loop);
+    ctx->open_warn_ms = ENSD_OPEN_WARN_FIRST_MS;
+    uv_timer_start(&ctx->open_timer, public_open_try, 0, ENSD_OPEN_POLL_MS);
     if (rt_sched_index(s) == 0) {
         struct h1_server_opts ao = {.max_body = 64 * 1024};
         ctx->admin_http = h1_server_new(loop, &ao, act_http_admin, ctx);
@@ -227,9 +285,10 @@ static void sched_start(struct rt_sched *s, void *ud)
             fatal_start(app, "apns", rc);
             return;
         }
-        RT_LOG_I("ensd.start", "listening public=%s (%s) admin=%s threads=%d version=" ENS_VERSION,
-                 cfg->listen.public_addr, app->server_tls ? "TLS" : "plain HTTP", cfg->listen.admin,
-                 rt_nscheds(app->rt));
+        RT_LOG_I("ensd.start",
+                 "admin=%s listening; public=%s opens once the keys are loaded "
+                 "and Redis answers",
+                 cfg->listen.admin, cfg->listen.public_addr);
     }
 }
 
@@ -265,6 +324,8 @@ static void sched_stop(struct rt_sched *s, void *ud)
         rt_sched_stopped(s);
         return;
     }
+    ctx->stopping = 1;
+    uv_timer_stop(&ctx->open_timer);
     if (ctx->public_listener)
         rt_listener_close(ctx->public_listener);
     if (ctx->admin_listener)
@@ -383,6 +444,18 @@ int main(int argc, char **argv)
         make_tls(app) != 0)
         return 2;
 
+    const struct {
+        int per_minute, burst;
+    } limits[ENS_LIMITS] = {
+        [ENS_LIMIT_ADDRESS] = {cfg.ratelimit.address_per_minute, cfg.ratelimit.address_burst},
+        [ENS_LIMIT_TOKEN] = {cfg.ratelimit.token_per_minute, cfg.ratelimit.token_burst},
+        [ENS_LIMIT_MAILBOX] = {cfg.ratelimit.mailbox_per_minute, cfg.ratelimit.mailbox_burst},
+    };
+    for (int i = 0; i < ENS_LIMITS; i++)
+        app->limits[i] =
+            rt_ratelimit_new((size_t)cfg.ratelimit.entries, (uint32_t)limits[i].per_minute,
+                             (uint32_t)limits[i].burst);
+
     struct main_ctx m = {.app = app};
     uv_loop_t *loop = uv_default_loop();
     uv_signal_init(loop, &m.sigint);
@@ -396,6 +469,8 @@ int main(int argc, char **argv)
     struct rt_sched_hooks hooks = {sched_start, sched_stop, app};
     app->rt = rt_new(cfg.runtime.threads, &hooks);
     app->dir = act_directory_new(app->rt, act_user_spawn, app);
+    if (rt_fdlimit_setup(rt_nscheds(app->rt), NULL) != 0)
+        RT_LOG_W("fd.limit", "cannot read RLIMIT_NOFILE: connection caps stay at the default");
     rc = rt_start(app->rt);
     if (rc) {
         RT_LOG_E("ensd.start", "cannot start the scheduler threads");
@@ -417,6 +492,8 @@ int main(int argc, char **argv)
     act_keyset_free(ens_app_keys(app));
     rt_tls_ctx_free(app->server_tls);
     rt_tls_ctx_free(app->ews_tls);
+    for (int i = 0; i < ENS_LIMITS; i++)
+        rt_ratelimit_free(app->limits[i]);
     OPENSSL_cleanse(app->master, sizeof(app->master));
     OPENSSL_cleanse(app->id_key, sizeof(app->id_key));
     OPENSSL_cleanse(app->fp_key, sizeof(app->fp_key));

@@ -6,6 +6,7 @@
  * here keeps state between requests. */
 #include "actors/http_api.h"
 
+#include <arpa/inet.h>
 #include <cjson/cJSON.h>
 #include <openssl/mem.h>
 #include <openssl/sha.h>
@@ -31,6 +32,7 @@
 #include "runtime/err.h"
 #include "runtime/log.h"
 #include "runtime/net.h"
+#include "runtime/ratelimit.h"
 
 #define API_MAX_TOKEN_BYTES   512
 #define API_MAX_ALLOW_ENTRIES 256
@@ -69,15 +71,112 @@ static uint64_t deadline(void)
     return uv_now(rt_sched_loop(ctx->sched)) + ENS_STORE_DEADLINE_MS;
 }
 
+/* ---- Rate limits (ratelimit.*) ---- */
+
+/* address_key reduces "ip:port" to what one client controls: the IPv4
+ * address, or the /64 of an IPv6 one (a host gets a whole /64 to pick from).
+ * Returns the key's length in |out|, 0 when the peer is unknown. */
+static size_t address_key(const char *peer, uint8_t out[16])
+{
+    char ip[INET6_ADDRSTRLEN];
+    const char *colon = strrchr(peer, ':');
+    size_t n = colon ? (size_t)(colon - peer) : 0;
+    if (n == 0 || n >= sizeof(ip))
+        return 0;
+    memcpy(ip, peer, n);
+    ip[n] = '\0';
+    static const uint8_t kMapped[12] = {0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff};
+    if (inet_pton(AF_INET, ip, out) == 1)
+        return 4;
+    if (inet_pton(AF_INET6, ip, out) != 1)
+        return 0;
+    if (memcmp(out, kMapped, sizeof(kMapped)) == 0) {
+        memmove(out, out + 12, 4);
+        return 4;
+    }
+    return 8;
+}
+
+/* rate_limited spends one request of |key| under limit |which|; when there is
+ * none left it answers 429 with Retry-After and returns 1. */
+static int rate_limited(struct ens_app *app, struct h1_req *req, enum ens_limit which,
+                        struct span key)
+{
+    static const char *const kWhat[ENS_LIMITS] = {"this address", "this API token", "this mailbox"};
+    if (key.len == 0)
+        return 0;
+    struct ens_sched_ctx *ctx = ens_sched_ctx_current();
+    uint64_t wait_ms =
+        rt_ratelimit_take(app->limits[which], key, uv_now(rt_sched_loop(ctx->sched)));
+    if (wait_ms == 0)
+        return 0;
+    atomic_fetch_add_explicit(&app->counters.rate_limited[which], 1, memory_order_relaxed);
+    char retry[24], msg[96];
+    snprintf(retry, sizeof(retry), "%llu", (unsigned long long)((wait_ms + 999) / 1000));
+    snprintf(msg, sizeof(msg), "too many requests for %s; retry after %s s", kWhat[which], retry);
+    struct rt_buf body;
+    rt_buf_init(&body, 256);
+    h1_error_json(&body, "rate_limited", msg);
+    const struct h1_header extra[] = {{"Retry-After", retry}};
+    h1_req_respond(req, 429, "application/json", body.data, body.len, extra, 1);
+    rt_buf_cleanup(&body);
+    return 1;
+}
+
 /* ---- Enrollment: subscribe and check-in ---- */
 
-/* What the request carries across its two Redis look-ups. */
+/* What the request carries across its Redis look-ups and the replay claim. */
 struct enroll_req {
     struct h1_req *req;
     struct ens_app *app;
     int checkin;
     char tenant_id[STORE_ID_CHARS + 1];
+    struct act_enroll_msg *msg; /* built, waiting for the replay claim */
+    char uid[ENS_ID_CHARS + 1];
 };
+
+/* jwe_digest names one JWE for the replay check: a hash of its decoded
+ * authentication tag. The tag is unique to one sealing, and decoding it first
+ * means no other base64 spelling of the same bytes passes as new. */
+static int jwe_digest(struct span jwe, char out[STORE_REQUEST_DIGEST_CHARS + 1])
+{
+    const uint8_t *dot = NULL;
+    while (jwe.len && (jwe.p[jwe.len - 1] == '\n' || jwe.p[jwe.len - 1] == '\r' ||
+                       jwe.p[jwe.len - 1] == ' ' || jwe.p[jwe.len - 1] == '\t'))
+        jwe.len--;
+    for (size_t i = jwe.len; i > 0; i--) {
+        if (jwe.p[i - 1] == '.') {
+            dot = jwe.p + i;
+            break;
+        }
+    }
+    if (dot == NULL)
+        return ENS_EPARSE;
+    struct rt_buf tag;
+    rt_buf_init(&tag, 64);
+    int rc = b64_decode(&tag, span_make(dot, (size_t)(jwe.p + jwe.len - dot)), 1);
+    if (rc == 0 && tag.len == 0)
+        rc = ENS_EPARSE;
+    if (rc == 0) {
+        uint8_t h[32];
+        SHA256(tag.data, tag.len, h);
+        static const char kHex[] = "0123456789abcdef";
+        for (size_t i = 0; i < STORE_REQUEST_DIGEST_CHARS / 2; i++) {
+            out[2 * i] = kHex[h[i] >> 4];
+            out[2 * i + 1] = kHex[h[i] & 15];
+        }
+        out[STORE_REQUEST_DIGEST_CHARS] = '\0';
+    }
+    rt_buf_cleanup(&tag);
+    return rc;
+}
+
+static void enroll_req_free(struct enroll_req *r)
+{
+    if (r->msg)
+        rt_msg_free(&r->msg->hdr);
+    ens_free(r);
+}
 
 static int str_field(cJSON *obj, const char *name, size_t min, size_t max, const char **out)
 {
@@ -212,6 +311,35 @@ out:
     return ok;
 }
 
+/* enroll_claimed hands an enrollment whose JWE was not seen before to its
+ * mailbox's actor. */
+static void enroll_claimed(int err, void *ud)
+{
+    struct enroll_req *r = ud;
+    if (err == ENS_EEXIST) {
+        atomic_fetch_add_explicit(&r->app->counters.replays, 1, memory_order_relaxed);
+        RT_LOG_W("api.enroll", "user=%s refused: the same JWE was received before", r->uid);
+        h1_req_respond_error(r->req, 400, "stale_request",
+                             "this request was received before: seal a new one");
+        enroll_req_free(r);
+        return;
+    }
+    if (err) {
+        h1_req_respond_error(r->req, 503, "unavailable", "storage unavailable");
+        enroll_req_free(r);
+        return;
+    }
+    atomic_fetch_add_explicit(r->checkin ? &r->app->counters.checkins
+                                         : &r->app->counters.subscribes,
+                              1, memory_order_relaxed);
+    int rc = act_directory_send(r->app->dir, r->uid, &r->msg->hdr);
+    if (rc)
+        h1_req_respond_error(r->req, 503, "unavailable", "the server is overloaded or stopping");
+    else
+        r->msg = NULL; /* the actor owns it */
+    enroll_req_free(r);
+}
+
 static void enroll_with_tenant(int err, struct store_tenant *t, void *ud)
 {
     struct enroll_req *r = ud;
@@ -255,20 +383,26 @@ static void enroll_with_tenant(int err, struct store_tenant *t, void *ud)
         h1_req_respond_error(req, status, code, msg);
         goto out;
     }
-    char uid[ENS_ID_CHARS + 1];
-    ens_user_id(r->app->id_key, e->tenant_id, span_cstr(e->email), uid);
+    ens_user_id(r->app->id_key, e->tenant_id, span_cstr(e->email), r->uid);
     ens_device_id(r->app->id_key, e->tenant_id, span_cstr(e->dev.client_id), e->dev.device_id);
-    atomic_fetch_add_explicit(r->checkin ? &r->app->counters.checkins
-                                         : &r->app->counters.subscribes,
-                              1, memory_order_relaxed);
-    rc = act_directory_send(r->app->dir, uid, &e->hdr);
-    if (rc) {
-        rt_msg_free(&e->hdr);
-        h1_req_respond_error(req, 503, "unavailable", "the server is overloaded or stopping");
+    store_tenant_free(t);
+    t = NULL;
+    r->msg = e;
+    char digest[STORE_REQUEST_DIGEST_CHARS + 1];
+    if (jwe_digest(h1_req_body(req), digest) != 0) {
+        h1_req_respond_error(req, 400, "bad_jwe", "the body is not a JWE this server can decrypt");
+        goto out;
     }
+    /* A JWE is accepted while its iat is within the window either side of
+     * now, so it must be remembered for twice the window. */
+    rc = store_request_claim(ens_sched_ctx_current()->store, r->uid, digest,
+                             2 * ENROLL_IAT_WINDOW_S, deadline(), enroll_claimed, r);
+    if (rc == 0)
+        return;
+    h1_req_respond_error(req, 503, "unavailable", "storage unavailable");
 out:
     store_tenant_free(t);
-    ens_free(r);
+    enroll_req_free(r);
 }
 
 static void enroll_with_token(int err, const char *tenant_id, void *ud)
@@ -301,8 +435,16 @@ static void handle_enroll(struct ens_sched_ctx *ctx, struct h1_req *req, int che
         h1_req_respond_error(req, 400, "bad_request", "Content-Type must be application/jose");
         return;
     }
+    /* Limits before any work: a stranger's junk costs no Redis read and no
+     * RSA decryption once the address's budget is spent. */
+    uint8_t addr[16];
+    size_t alen = address_key(h1_req_peer(req), addr);
+    if (rate_limited(ctx->app, req, ENS_LIMIT_ADDRESS, span_make(addr, alen)))
+        return;
     uint8_t hash[32];
     SHA256(tok.p, tok.len, hash);
+    if (rate_limited(ctx->app, req, ENS_LIMIT_TOKEN, span_make(hash, sizeof(hash))))
+        return;
     struct enroll_req *r = ens_calloc(1, sizeof(*r));
     r->req = req;
     r->app = ctx->app;
@@ -412,6 +554,15 @@ static void respond_soap(struct h1_req *req, int unsubscribe)
 static void handle_callback(struct ens_sched_ctx *ctx, struct h1_req *req, struct span token)
 {
     struct ens_app *app = ctx->app;
+    /* Unsubscribe is final at Exchange, so it is said only of a token that
+     * certainly does not belong; without keys or Redis nothing is certain, and
+     * a 503 makes Exchange send the same notification again. */
+    if (ens_app_keys(app) == NULL || !store_ready(ctx->store)) {
+        atomic_fetch_add_explicit(&app->counters.callbacks_unjudged, 1, memory_order_relaxed);
+        h1_req_respond_error(req, 503, "unavailable",
+                             ens_app_keys(app) ? "storage unavailable" : "keys are not loaded yet");
+        return;
+    }
     struct act_callback_msg *c = act_callback_msg_new();
     c->t0_ns = uv_hrtime();
     if (seal_token_parse(token, &c->token) != 0) {
@@ -441,6 +592,7 @@ static void handle_callback(struct ens_sched_ctx *ctx, struct h1_req *req, struc
     rc = act_directory_send(app->dir, uid, &c->hdr);
     if (rc) {
         rt_msg_free(&c->hdr);
+        atomic_fetch_add_explicit(&app->counters.callbacks_unjudged, 1, memory_order_relaxed);
         /* Exchange retries a failed delivery; a 503 keeps the subscription. */
         h1_req_respond_error(req, 503, "unavailable", "the server is overloaded or stopping");
     }
@@ -448,14 +600,21 @@ static void handle_callback(struct ens_sched_ctx *ctx, struct h1_req *req, struc
 
 /* ---- Routing ---- */
 
+/* Ready means every scheduler can serve: a request lands on any of them, so
+ * one loop's dead Redis connection would fail its share of enrollments and
+ * callbacks while this loop's own connection looked fine. */
 static void handle_ready(struct ens_sched_ctx *ctx, struct h1_req *req)
 {
-    if (ens_app_keys(ctx->app) == NULL)
+    int down = ens_app_redis_down(ctx->app);
+    char msg[64];
+    if (ens_app_keys(ctx->app) == NULL) {
         h1_req_respond_error(req, 503, "unavailable", "keys are not loaded yet");
-    else if (!store_ready(ctx->store))
-        h1_req_respond_error(req, 503, "unavailable", "Redis is not reachable");
-    else
+    } else if (down >= 0) {
+        snprintf(msg, sizeof(msg), "Redis is not reachable from scheduler %d", down);
+        h1_req_respond_error(req, 503, "unavailable", msg);
+    } else {
         respond_json_text(req, 200, "{\"status\":\"ready\"}");
+    }
 }
 
 void act_http_public(struct h1_req *req, void *ud)

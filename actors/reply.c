@@ -1,6 +1,7 @@
 #include "actors/reply.h"
 
 #include <cjson/cJSON.h>
+#include <stdio.h>
 #include <string.h>
 
 #include "actors/msgs.h"
@@ -19,6 +20,7 @@ struct reply_msg {
     const char *content_type; /* static string */
     uint8_t *body;            /* owned */
     size_t len;
+    uint32_t retry_after_s; /* sent as Retry-After when not 0 */
 };
 
 static void reply_msg_free(struct rt_msg *m)
@@ -33,7 +35,11 @@ static void responder_receive(struct rt_actor *a, struct rt_msg *m)
     if (m->type == ACT_MSG_REPLY) {
         struct reply_msg *r = (struct reply_msg *)m;
         /* ENS_ECLOSED only means the client left before its answer: nothing to do */
-        h1_req_respond(r->req, r->status, r->content_type, r->body, r->len, NULL, 0);
+        char retry[16];
+        snprintf(retry, sizeof(retry), "%u", r->retry_after_s);
+        const struct h1_header extra[] = {{"Retry-After", retry}};
+        h1_req_respond(r->req, r->status, r->content_type, r->body, r->len, extra,
+                       r->retry_after_s ? 1 : 0);
     }
     rt_msg_free(m);
 }
@@ -45,10 +51,12 @@ int act_responder_spawn(struct rt *rt, int sched_index, rt_actor_id *out)
     return rt_spawn(rt, sched_index, &kResponder, NULL, out);
 }
 
-void act_reply(struct rt *rt, const struct act_reply_to *to, int status, const char *content_type,
-               const void *body, size_t len)
+static void reply_send(struct rt *rt, const struct act_reply_to *to, int status,
+                       const char *content_type, const void *body, size_t len,
+                       uint32_t retry_after_s)
 {
     struct reply_msg *r = rt_msg_new(sizeof(*r), ACT_MSG_REPLY);
+    r->retry_after_s = retry_after_s;
     r->hdr.free = reply_msg_free;
     r->req = to->req;
     r->status = status;
@@ -75,8 +83,14 @@ void act_reply_json(struct rt *rt, const struct act_reply_to *to, int status,
     cJSON_free(text);
 }
 
-void act_reply_error(struct rt *rt, const struct act_reply_to *to, int status, const char *code,
-                     const char *message)
+void act_reply(struct rt *rt, const struct act_reply_to *to, int status, const char *content_type,
+               const void *body, size_t len)
+{
+    reply_send(rt, to, status, content_type, body, len, 0);
+}
+
+void act_reply_error_retry(struct rt *rt, const struct act_reply_to *to, int status,
+                           const char *code, const char *message, uint32_t retry_after_s)
 {
     struct rt_buf b;
     rt_buf_init(&b, REPLY_MAX_ERROR_BODY);
@@ -84,6 +98,12 @@ void act_reply_error(struct rt *rt, const struct act_reply_to *to, int status, c
         rt_buf_reset(&b);
         h1_error_json(&b, code, "");
     }
-    act_reply(rt, to, status, "application/json", b.data, b.len);
+    reply_send(rt, to, status, "application/json", b.data, b.len, retry_after_s);
     rt_buf_cleanup(&b);
+}
+
+void act_reply_error(struct rt *rt, const struct act_reply_to *to, int status, const char *code,
+                     const char *message)
+{
+    act_reply_error_retry(rt, to, status, code, message, 0);
 }

@@ -37,4 +37,9 @@ void act_reply_json(struct rt *rt, const struct act_reply_to *to, int status,
 void act_reply_error(struct rt *rt, const struct act_reply_to *to, int status, const char *code,
                      const char *message);
 
+/* act_reply_error_retry is act_reply_error with a Retry-After of
+ * |retry_after_s| seconds (0: none), for 429 and 503 answers. */
+void act_reply_error_retry(struct rt *rt, const struct act_reply_to *to, int status,
+                           const char *code, const char *message, uint32_t retry_after_s);
+
 #endif

@@ -23,6 +23,7 @@
 #include "runtime/b64.h"
 #include "runtime/err.h"
 #include "runtime/log.h"
+#include "runtime/ratelimit.h"
 
 #define USER_MAX_SOAP (64 * 1024)
 
@@ -482,14 +483,22 @@ static int ews_code_is_mismatch(const char *code)
     return 0;
 }
 
+/* ews_failure names a call that got no EWS answer to read: refused
+ * credentials, or no Exchange at all. Static strings. */
+static void ews_failure(int err, const char **code, const char **message)
+{
+    int auth = err == ENS_EAUTH;
+    *code = auth ? "ews_auth_failed" : "ews_unreachable";
+    *message = auth ? "Exchange refused the credentials" : "Exchange could not be reached";
+}
+
 static void on_subscribe_answer(const struct ews_result *r, void *ud)
 {
     struct user *u = ud;
+    const char *code, *msg;
     if (r->err && r->err != ENS_EREMOTE) {
-        if (r->err == ENS_EAUTH)
-            subscribe_fail(u, 502, "ews_auth_failed", "Exchange refused the credentials");
-        else
-            subscribe_fail(u, 502, "ews_unreachable", "Exchange could not be reached");
+        ews_failure(r->err, &code, &msg);
+        subscribe_fail(u, 502, code, msg);
         return;
     }
     struct soap_ews_subscribe_resp resp = {0};
@@ -757,18 +766,16 @@ static void enroll_apply(struct user *u)
 static void on_enroll_verified(const struct ews_result *r, void *ud)
 {
     struct user *u = ud;
+    const char *code = NULL, *msg = NULL;
     if (r->err && r->err != ENS_EREMOTE) {
-        if (r->err == ENS_EAUTH)
-            reply_error(u, 502, "ews_auth_failed", "Exchange refused the credentials");
-        else
-            reply_error(u, 502, "ews_unreachable", "Exchange could not be reached");
+        ews_failure(r->err, &code, &msg);
+        reply_error(u, 502, code, msg);
         enroll_forget(u);
         return;
     }
     struct soap_ews_getfolder_resp resp = {0};
     int rc = r->err ? r->err : soap_ews_getfolder_parse(r->body, &resp);
     const struct soap_ews_folder *named = &resp.folders[0], *own = &resp.folders[1];
-    const char *code = NULL, *msg = NULL;
     int status = 0;
     if (rc || resp.st.fault || resp.n_folders != 2) {
         status = 502, code = "ews_error", msg = "Exchange could not confirm the mailbox";
@@ -824,6 +831,22 @@ static void on_enroll(struct user *u, struct rt_msg *m)
     if (enroll_is_repeat(u, e, d)) {
         /* Idempotent: nothing to ask Exchange, only timestamps change. */
         user_save(u, on_enroll_saved);
+        return;
+    }
+    /* Every try that Exchange must judge counts against the mailbox, whoever
+     * sends it: online password guessing gets a handful of guesses a minute,
+     * while proven devices checking in (above) are never held back. */
+    uint64_t wait_ms = rt_ratelimit_take(u->app->limits[ENS_LIMIT_MAILBOX], span_cstr(u->uid),
+                                         uv_now(rt_actor_loop(u->actor)));
+    if (wait_ms) {
+        atomic_fetch_add_explicit(&u->app->counters.rate_limited[ENS_LIMIT_MAILBOX], 1,
+                                  memory_order_relaxed);
+        const struct act_reply_to *to = cur_reply(u);
+        act_reply_error_retry(u->app->rt, to, 429, "rate_limited",
+                              "too many enrollments for this mailbox; retry later",
+                              (uint32_t)((wait_ms + 999) / 1000));
+        ((struct act_reply_to *)to)->req = NULL;
+        user_done(u);
         return;
     }
     if (rt_buf_append_span(&u->op.creds, rt_buf_span(&e->creds)) != 0) {
@@ -1028,12 +1051,15 @@ static void on_callback_cred(int err, struct span blob, void *ud)
 {
     struct user *u = ud;
     struct act_callback_msg *c = (struct act_callback_msg *)u->cur;
-    const uint8_t *key = act_keyset_seal_key(ens_app_keys(u->app), c->token.skid);
+    struct act_keyset *ks = ens_app_keys(u->app);
+    const uint8_t *key = act_keyset_seal_key(ks, c->token.skid);
     int rc = err ? err : (key ? seal_open_creds(&c->token, key, blob, &u->op.creds) : ENS_ECRYPTO);
-    if (err == ENS_ESTORE || err == ENS_ETIMEDOUT || err == ENS_ECANCELED) {
+    if (err == ENS_ESTORE || err == ENS_ETIMEDOUT || err == ENS_ECANCELED || ks == NULL) {
         /* Not Unsubscribe (the subscription is fine) and not OK (the events
          * would be lost): Exchange resends the same notification later. */
-        RT_LOG_W("ews.callback", "user=%s Redis unavailable: asking Exchange to retry", u->uid);
+        RT_LOG_W("ews.callback", "user=%s %s: asking Exchange to retry", u->uid,
+                 ks ? "Redis unavailable" : "keys not loaded");
+        atomic_fetch_add_explicit(&u->app->counters.callbacks_unjudged, 1, memory_order_relaxed);
         reply_error(u, 503, "unavailable", "storage unavailable");
         user_done(u);
         return;
@@ -1334,11 +1360,14 @@ static void on_loaded(int err, struct store_user *rec, void *ud)
         u->persisted = 0;
     } else if (err) {
         RT_LOG_W("user.load", "user=%s err=%s", u->uid, ens_err_name(err));
-        if (u->cur->type == ACT_MSG_CALLBACK)
+        if (u->cur->type == ACT_MSG_CALLBACK) {
             /* Not Unsubscribe: the subscription may be fine; Exchange retries. */
+            atomic_fetch_add_explicit(&u->app->counters.callbacks_unjudged, 1,
+                                      memory_order_relaxed);
             reply_error(u, 503, "unavailable", "storage unavailable");
-        else
+        } else {
             reply_error(u, 503, "unavailable", "storage unavailable; nothing was changed");
+        }
         user_done(u);
         return;
     } else {

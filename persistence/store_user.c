@@ -795,6 +795,17 @@ static struct req *req_new(struct store *s, void *ud, uint64_t deadline)
     return r;
 }
 
+/* req_send sends one command for |q|, which the reply callback frees; on an
+ * error return nothing will call back, so |q| is freed here. */
+static int req_send(struct req *q, int argc, const char **argv, const size_t *lens,
+                    store_reply_cb cb)
+{
+    int rc = store_cmdargv(q->s, argc, argv, lens, q->deadline, cb, q);
+    if (rc)
+        ens_free(q);
+    return rc;
+}
+
 static int tx_add(struct store_tx *tx, int *rc, struct store_args *a)
 {
     if (*rc == 0)
@@ -1050,10 +1061,7 @@ int store_user_find_by_device(struct store *s, const char *device_id, uint64_t d
     const char *argv[2] = {"GET", key};
     struct req *q = req_new(s, ud, deadline_ms);
     q->uid_cb = cb;
-    int rc = store_cmdargv(s, 2, argv, NULL, deadline_ms, on_uid, q);
-    if (rc)
-        ens_free(q);
-    return rc;
+    return req_send(q, 2, argv, NULL, on_uid);
 }
 
 /* ---- credential blobs: fields "c:<credId>" of the mailbox hash ---- */
@@ -1156,11 +1164,7 @@ int store_request_claim(struct store *s, const char *uid, const char *digest, ui
     snprintf(key, sizeof(key), "ens:seen:{%.*s}:%s", STORE_ID_CHARS, uid, digest);
     snprintf(ttl, sizeof(ttl), "%u", ttl_s);
     const char *argv[6] = {"SET", key, "1", "NX", "EX", ttl};
-    size_t lens[6] = {3, strlen(key), 1, 2, 2, strlen(ttl)};
     struct req *q = req_new(s, ud, deadline_ms);
     q->done_cb = cb;
-    int rc = store_cmdargv(s, 6, argv, lens, deadline_ms, on_claim, q);
-    if (rc)
-        ens_free(q);
-    return rc;
+    return req_send(q, 6, argv, NULL, on_claim);
 }

@@ -6,6 +6,7 @@
  *                                      struct store_user and every device, in
  *                                      the compact binary encoding below
  *                         "c:<credId>" a sealed credential blob (binary)
+ *   ens:seen:{<uid>}:<digest>  STRING "1", expiring: a request already received
  *   ens:idx:dev:<deviceId>  STRING uid (its own slot; written in the same
  *                           MULTI as the mailbox, so a single-node Redis)
  * One record instead of one field per value keeps the hash to a few fields:

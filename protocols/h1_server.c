@@ -66,6 +66,7 @@ struct h1_req {
     unsigned dispatched : 1;
     unsigned answered : 1;
     unsigned close_after : 1;
+    char peer[sizeof(((struct rt_stream *)0)->peer)]; /* a copy: requests outlive connections */
 };
 
 struct h1_server {
@@ -112,6 +113,7 @@ struct h2_link {
     struct h1_server *srv;
     struct h2_link *prev, *next;
     struct h2_server_conn *k;
+    char peer[sizeof(((struct rt_stream *)0)->peer)];
     h1_request_cb cb;
     void *ud;
 };
@@ -351,6 +353,7 @@ static void h2_on_request(void *ud, struct h2_server_conn *k, int32_t stream_id,
     struct h1_req *r = ens_calloc(1, sizeof(*r));
     r->ops = &kH2Ops;
     r->h2 = k;
+    memcpy(r->peer, g->peer, sizeof(r->peer));
     r->h2_stream = stream_id;
     r->msg = msg;
     r->dispatched = 1;
@@ -419,6 +422,11 @@ struct span h1_req_header(const struct h1_req *req, const char *name)
     return h1_message_header(req->msg, name);
 }
 
+const char *h1_req_peer(const struct h1_req *req)
+{
+    return req->peer;
+}
+
 struct span h1_req_body(const struct h1_req *req)
 {
     return req->msg ? rt_buf_span(&req->msg->body) : span_make(NULL, 0);
@@ -433,6 +441,7 @@ static int on_message(struct h1_message *m, void *ud)
     r->ops = &kH1Ops;
     r->conn = c;
     r->msg = m;
+    memcpy(r->peer, c->s->peer, sizeof(r->peer));
     r->close_after = !m->keep_alive;
     if (c->tail)
         c->tail->next = r;
@@ -547,6 +556,7 @@ static void conn_to_h2(struct h1_conn *c, const uint8_t *data, size_t len)
     g->srv = c->srv;
     g->cb = c->cb;
     g->ud = c->ud;
+    memcpy(g->peer, c->s->peer, sizeof(g->peer));
     if (g->srv) {
         g->next = g->srv->h2conns;
         if (g->srv->h2conns)

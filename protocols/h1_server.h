@@ -81,6 +81,9 @@ struct span h1_req_target(const struct h1_req *req);
 /* h1_req_header returns the first header named |name| (case-insensitive);
  * p == NULL when absent. */
 struct span h1_req_header(const struct h1_req *req, const char *name);
+/* h1_req_peer returns the connection's peer as "ip:port" ("?:0" when it was
+ * not known), for logs and per-address limits; valid as long as |req|. */
+const char *h1_req_peer(const struct h1_req *req);
 /* h1_req_body returns the complete request body (possibly empty). */
 struct span h1_req_body(const struct h1_req *req);
 

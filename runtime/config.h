@@ -72,6 +72,12 @@ struct ens_config {
         char *token_file;
     } admin;
     struct {
+        int address_per_minute, address_burst; /* per source address (IPv6: per /64) */
+        int token_per_minute, token_burst;     /* per API token */
+        int mailbox_per_minute, mailbox_burst; /* per mailbox (tenant, email) */
+        int entries;                           /* buckets in each table */
+    } ratelimit;
+    struct {
         int threads;
     } runtime;
     struct {

@@ -60,13 +60,14 @@ class HttpError(Exception):
 
 class Stack:
     def __init__(self, workdir, ensd, ensctl=None, log=None, status_scale=60.0,
-                 first_status_delay=1.0, env=None):
+                 first_status_delay=1.0, env=None, retry_base=None):
         self.dir = os.path.abspath(workdir)
         self.ensd_bin = ensd
         self.ensctl_bin = ensctl
         self.log = log or (lambda msg: None)
         self.status_scale = status_scale
         self.first_status_delay = first_status_delay
+        self.retry_base = retry_base  # Exchange's first callback retry, seconds (sim default 30)
         self.extra_env = env or {}
         self.procs = {}
         self.logs = {}
@@ -107,7 +108,8 @@ class Stack:
             "--key", os.path.join(self.pki, "server.key"),
             "--callback-ca", os.path.join(self.pki, "ca.pem"),
             "--first-status-delay", str(self.first_status_delay),
-            "--status-scale", str(self.status_scale)], ready="ready")
+            "--status-scale", str(self.status_scale)]
+            + (["--retry-base", str(self.retry_base)] if self.retry_base else []), ready="ready")
         self._spawn("apns_sim", [
             PY, os.path.join(HERE, "apns_sim.py"),
             "--listen", "127.0.0.1:%d" % self.ports["apns"],

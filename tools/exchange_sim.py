@@ -190,7 +190,11 @@ class Subscription:
                         # PushSubscriptionFailedFinal: gone, and nobody is told.
                         sim.delete_subscription(self)
                         return
-                    self.cond.wait(interval)
+                    # The whole interval: new mail queues meanwhile, it does
+                    # not bring the retry forward.
+                    retry_at = time.monotonic() + interval
+                    while not self.deleted and time.monotonic() < retry_at:
+                        self.cond.wait(retry_at - time.monotonic())
                     if self.deleted:
                         return
                 interval *= 2

@@ -7,3 +7,14 @@ if(ENS_TESTS AND NOT ENS_FUZZ)
                        ENVIRONMENT "ASAN_OPTIONS=detect_leaks=1:abort_on_error=1")
 endif()
 include(tests/integration/keys.cmake)
+include(tests/integration/fd_flood.cmake)
+include(tests/integration/redis_restart.cmake)
+
+# Enrollment binding, rate limits, replays and start-up order, tried as an attacker would.
+if(ENS_TESTS AND NOT ENS_FUZZ)
+  add_test(NAME enroll_guard_test
+           COMMAND /usr/bin/python3 ${PROJECT_SOURCE_DIR}/tests/integration/enroll_guard_test.py
+                   $<TARGET_FILE:ensd> ${CMAKE_BINARY_DIR}/guard-work)
+  set_tests_properties(enroll_guard_test PROPERTIES TIMEOUT 300 LABELS integration
+                       ENVIRONMENT "ASAN_OPTIONS=detect_leaks=1:abort_on_error=1")
+endif()

@@ -452,6 +452,51 @@ static void test_cred_blobs_are_binary_safe(void **state)
                      ENS_EINVAL);
 }
 
+/* A request digest is claimed once per ttl, in the mailbox's hash slot. */
+static void test_request_claim(void **state)
+{
+    char uid[STORE_ID_CHARS + 1];
+    store_id_new(uid);
+    const char digest[] = "0123456789abcdef0123456789abcdef";
+    struct res r = {0};
+    assert_int_equal(store_request_claim(S, uid, digest, 1200, dl(2000), on_done, &r), 0);
+    assert_true(run_until(&r.done, 3000));
+    assert_int_equal(r.err, 0);
+    for (int i = 0; i < 2; i++) {
+        memset(&r, 0, sizeof(r));
+        assert_int_equal(store_request_claim(S, uid, digest, 1200, dl(2000), on_done, &r), 0);
+        assert_true(run_until(&r.done, 3000));
+        assert_int_equal(r.err, ENS_EEXIST);
+    }
+    /* another mailbox is another claim */
+    char other[STORE_ID_CHARS + 1];
+    store_id_new(other);
+    memset(&r, 0, sizeof(r));
+    assert_int_equal(store_request_claim(S, other, digest, 1200, dl(2000), on_done, &r), 0);
+    assert_true(run_until(&r.done, 3000));
+    assert_int_equal(r.err, 0);
+    /* it expires: a ttl of 1 s */
+    memset(&r, 0, sizeof(r));
+    assert_int_equal(store_request_claim(S, uid, "ff", 1, dl(2000), on_done, &r), 0);
+    assert_true(run_until(&r.done, 3000));
+    assert_int_equal(r.err, 0);
+    int never = 0;
+    run_until(&never, 1200);
+    memset(&r, 0, sizeof(r));
+    assert_int_equal(store_request_claim(S, uid, "ff", 1, dl(2000), on_done, &r), 0);
+    assert_true(run_until(&r.done, 3000));
+    assert_int_equal(r.err, 0);
+    /* digests that would break out of the key, or are no digest, are refused */
+    assert_int_equal(store_request_claim(S, uid, "0A", 10, dl(2000), on_done, &r), ENS_EINVAL);
+    assert_int_equal(store_request_claim(S, uid, "}x", 10, dl(2000), on_done, &r), ENS_EINVAL);
+    assert_int_equal(store_request_claim(S, uid, "", 10, dl(2000), on_done, &r), ENS_EINVAL);
+    assert_int_equal(
+        store_request_claim(S, uid, "0123456789abcdef0123456789abcdef0", 10, dl(2000), on_done, &r),
+        ENS_EINVAL);
+    assert_int_equal(store_request_claim(S, uid, digest, 0, dl(2000), on_done, &r), ENS_EINVAL);
+    assert_int_equal(store_request_claim(S, "x}", digest, 10, dl(2000), on_done, &r), ENS_EINVAL);
+}
+
 static void test_not_found(void **state)
 {
     char uid[STORE_ID_CHARS + 1];
@@ -772,6 +817,7 @@ int main(void)
         cmocka_unit_test_setup(test_save_keeps_cred_blobs, flush),
         cmocka_unit_test_setup(test_corrupt_record, flush),
         cmocka_unit_test_setup(test_cred_blobs_are_binary_safe, flush),
+        cmocka_unit_test_setup(test_request_claim, flush),
         cmocka_unit_test_setup(test_not_found, flush),
         cmocka_unit_test_setup(test_delete_removes_everything, flush),
         cmocka_unit_test_setup(test_mailbox_is_small, flush),

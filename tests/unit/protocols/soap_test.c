@@ -20,11 +20,8 @@
 
 /* ---- helpers -------------------------------------------------------------- */
 
-static struct rt_buf load(const char *name)
+static struct rt_buf load_path(const char *path)
 {
-    const char *dir = getenv("ENS_TEST_DATA");
-    char path[1024];
-    snprintf(path, sizeof(path), "%s/soap/%s", dir ? dir : "tests/data", name);
     FILE *f = fopen(path, "rb");
     if (f == NULL)
         fail_msg("cannot open %s", path);
@@ -36,6 +33,14 @@ static struct rt_buf load(const char *name)
         assert_int_equal(rt_buf_append(&b, chunk, n), 0);
     fclose(f);
     return b;
+}
+
+static struct rt_buf load(const char *name)
+{
+    const char *dir = getenv("ENS_TEST_DATA");
+    char path[1024];
+    snprintf(path, sizeof(path), "%s/soap/%s", dir ? dir : "tests/data", name);
+    return load_path(path);
 }
 
 static int parse_notification_file(const char *name, struct soap_notification_batch *out)
@@ -620,17 +625,7 @@ static struct rt_buf sample(const char *name)
     char path[1024];
     snprintf(path, sizeof(path), "%s/../../../shared/ews-samples/%s", dir ? dir : "tests/data",
              name);
-    FILE *f = fopen(path, "rb");
-    if (f == NULL)
-        fail_msg("cannot open the real capture %s", path);
-    struct rt_buf b;
-    rt_buf_init(&b, 4 * SOAP_MAX_BODY);
-    char chunk[4096];
-    size_t n;
-    while ((n = fread(chunk, 1, sizeof(chunk), f)) > 0)
-        assert_int_equal(rt_buf_append(&b, chunk, n), 0);
-    fclose(f);
-    return b;
+    return load_path(path);
 }
 
 /* The mailbox is named in the folder id of Subscribe and GetFolder, so that
