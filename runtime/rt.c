@@ -75,6 +75,8 @@ struct rt_timer {
     struct rt_timer *next;
 };
 
+#define RT_DEAD_TEARDOWN 2 /* rt_actor.dead: taken by sched_teardown */
+
 struct rt_actor {
     const struct rt_actor_type *type;
     void *state;
@@ -84,7 +86,7 @@ struct rt_actor {
     _Atomic int queued;        /* on its scheduler's run list */
     struct rt_actor *run_next; /* run list link, under sched->lock */
     int suspended;             /* actor thread only */
-    int dead;                  /* actor thread only */
+    int dead;                  /* actor thread only; 1 stopped, RT_DEAD_TEARDOWN being reaped */
     struct rt_timer *timers;
     struct rt_actor *all_prev, *all_next; /* registry list, under rt->lock */
 };
@@ -294,40 +296,53 @@ static void walk_close_cb(uv_handle_t *h, void *arg)
         uv_close(h, NULL);
 }
 
-/* sched_teardown reaps the actors still living here and closes the loop. */
+/* sched_teardown reaps the actors still living here and closes the loop. One
+ * pass over the registry takes all of them at once (the registry is shared by
+ * every scheduler, so taking one actor per pass would be quadratic); passes
+ * repeat for actors that a destroy hook spawned here meanwhile. */
 static void sched_teardown(struct rt_sched *s)
 {
     struct rt *rt = s->rt;
     for (;;) {
-        struct rt_actor *victim = NULL;
+        struct rt_actor *victims = NULL;
         uv_mutex_lock(&rt->lock);
-        for (struct rt_actor *a = rt->all; a; a = a->all_next) {
-            if (a->sched == s) {
-                victim = a;
-                break;
-            }
-        }
-        if (victim) {
-            victim->dead = 1;
-            registry_unlink(rt, victim);
+        for (struct rt_actor *a = rt->all, *next; a; a = next) {
+            next = a->all_next;
+            if (a->sched != s)
+                continue;
+            a->dead = RT_DEAD_TEARDOWN;
+            registry_unlink(rt, a);
+            a->all_next = victims; /* out of the registry: the link is ours now */
+            victims = a;
         }
         uv_mutex_unlock(&rt->lock);
-        if (victim == NULL)
+        if (victims == NULL)
             break;
-        /* Keep it off the run list: it is reaped right here. */
+        /* Keep them off the run list: they are reaped right here, and so are
+         * actors that stopped earlier and were still waiting there to be. */
         uv_mutex_lock(&s->lock);
         struct rt_actor **pp = &s->run_head;
         s->run_tail = NULL;
         while (*pp) {
-            if (*pp == victim)
-                *pp = victim->run_next;
-            else {
-                s->run_tail = *pp;
-                pp = &(*pp)->run_next;
+            struct rt_actor *a = *pp;
+            if (a->dead) {
+                *pp = a->run_next;
+                if (a->dead != RT_DEAD_TEARDOWN) {
+                    a->dead = RT_DEAD_TEARDOWN;
+                    a->all_next = victims;
+                    victims = a;
+                }
+            } else {
+                s->run_tail = a;
+                pp = &a->run_next;
             }
         }
         uv_mutex_unlock(&s->lock);
-        actor_reap(victim);
+        while (victims) {
+            struct rt_actor *v = victims;
+            victims = v->all_next;
+            actor_reap(v);
+        }
     }
     uv_mutex_lock(&s->lock);
     s->closed = 1;
