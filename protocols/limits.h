@@ -27,6 +27,17 @@
 #define SOAP_MAX_NOTIFICATIONS 16
 #define SOAP_MAX_ID_BYTES      1024 /* ItemId, SubscriptionId, watermark */
 #define SOAP_MAX_TEXT_BYTES    4096 /* subject, names */
+/* Structure a body may have before libxml2 sees it (protocols/xml_prescan.c):
+ * libxml2 2.9 checks duplicate attributes in time quadratic in their number,
+ * so one element with 80,000 attributes cost 10 s. Real Exchange answers stay
+ * far below: a dozen attributes and namespace declarations on the envelope,
+ * a few thousand elements for the largest GetItem or SendNotification. */
+#define SOAP_MAX_ATTRIBUTES    64    /* on one element, namespace declarations included */
+#define SOAP_MAX_NS_DECLS      16    /* xmlns declarations on one element */
+#define SOAP_MAX_ELEMENTS      20000 /* in one body */
+#define SOAP_MAX_NAME_BYTES    256   /* an element or attribute name, prefix included */
+#define SOAP_MAX_ATTRIBUTES_TOTAL 40000 /* in one body: two per element at the element cap */
+#define SOAP_MAX_NS_IN_SCOPE   64    /* declarations in scope at once: each lookup walks them */
 
 /* JOSE */
 #define JOSE_MAX_COMPACT     (64 * 1024)

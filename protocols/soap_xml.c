@@ -9,6 +9,7 @@
 #include <libxml/xmlmemory.h>
 
 #include "protocols/limits.h"
+#include "protocols/xml_prescan.h"
 #include "runtime/alloc.h"
 #include "runtime/err.h"
 
@@ -102,6 +103,10 @@ int soap_xml_parse(struct span in, xmlDoc **out)
     if (in.len > SOAP_MAX_BODY)
         return ENS_ETOOBIG;
     if (in.len == 0)
+        return ENS_EPARSE;
+    /* Before libxml2: some shapes cost it quadratic time before any guard
+     * below can run. */
+    if (xml_prescan(in) != XML_PRESCAN_OK)
         return ENS_EPARSE;
     soap_init();
 
