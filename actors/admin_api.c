@@ -470,7 +470,7 @@ static void metrics(struct ens_sched_ctx *ctx, struct h1_req *req)
                        (unsigned long long)atomic_load_explicit(v, memory_order_relaxed));
     }
     static const char *const kProv[ENS_PUSH_PROVIDERS] = {"apns", "fcm"};
-    static const char *const kOut[ENS_PUSH_OUTCOMES] = {"ok", "failed", "unregistered"};
+    static const char *const kOut[ENS_PUSH_OUTCOMES] = {"ok", "failed", "unregistered", "expired"};
     rt_buf_appendf(&b, "# HELP ens_pushes_total Pushes by provider and outcome\n"
                        "# TYPE ens_pushes_total counter\n");
     for (int pv = 0; pv < ENS_PUSH_PROVIDERS; pv++) {

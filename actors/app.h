@@ -42,6 +42,7 @@ enum ens_push_outcome {
     ENS_PUSH_OUT_OK,
     ENS_PUSH_OUT_FAILED,
     ENS_PUSH_OUT_UNREGISTERED,
+    ENS_PUSH_OUT_EXPIRED, /* transient failures until push.expiry_s */
     ENS_PUSH_OUTCOMES
 };
 

@@ -2,6 +2,9 @@
 
 #include <stdio.h>
 #include <string.h>
+#include <time.h>
+
+#include <openssl/rand.h>
 
 #include "actors/directory.h"
 #include "actors/msgs.h"
@@ -9,8 +12,8 @@
 #include "runtime/err.h"
 #include "runtime/log.h"
 
-#define PUSH_BACKOFF_BASE_MS 1000
-#define PUSH_BACKOFF_MAX_MS  (5 * 60 * 1000)
+#define PUSH_BACKOFF_BASE_MS    1000
+#define PUSH_BACKOFF_JITTER_PCT 20 /* each wait is the back-off +-20% (push.md 8) */
 
 static const char *const kProviders[ENS_PUSH_PROVIDERS] = {"apns", "fcm"};
 
@@ -69,9 +72,14 @@ static void push_report(struct push_actor *pa, const struct act_push_msg *p,
                         const struct push_outcome *o)
 {
     struct ens_counters *c = &pa->app->counters;
-    enum ens_push_outcome out = o->cls == ACT_PUSH_OK             ? ENS_PUSH_OUT_OK
-                                : o->cls == ACT_PUSH_UNREGISTERED ? ENS_PUSH_OUT_UNREGISTERED
-                                                                  : ENS_PUSH_OUT_FAILED;
+    static const enum ens_push_outcome kOutcome[] = {
+        [ACT_PUSH_OK] = ENS_PUSH_OUT_OK,
+        [ACT_PUSH_UNREGISTERED] = ENS_PUSH_OUT_UNREGISTERED,
+        [ACT_PUSH_RETRY] =
+            ENS_PUSH_OUT_EXPIRED, /* a transient failure reported is one that expired */
+        [ACT_PUSH_FATAL] = ENS_PUSH_OUT_FAILED,
+    };
+    enum ens_push_outcome out = kOutcome[o->cls];
     atomic_fetch_add_explicit(&c->pushes[p->provider][out], 1, memory_order_relaxed);
     if (o->cls == ACT_PUSH_OK && p->t0_ns)
         rt_histogram_observe(&c->callback_to_push, (double)(uv_hrtime() - p->t0_ns) / 1e9);
@@ -105,25 +113,54 @@ static void retry_fire_cb(uv_timer_t *t)
     push_send(pa, p);
 }
 
-/* push_done takes a push's outcome: retry it later, or report it and free it. */
+/* backoff_ms is the wait before try |attempt| + 1: the service's Retry-After
+ * when it gave one, else 1 s doubling per try, +-20% so that pushes failed
+ * together do not come back together; never over |cap_ms|. */
+static uint64_t backoff_ms(int attempt, uint32_t retry_after_s, uint64_t cap_ms)
+{
+    uint64_t d;
+    if (retry_after_s) {
+        d = (uint64_t)retry_after_s * 1000;
+    } else {
+        int shift = attempt > 1 ? attempt - 1 : 0;
+        d = shift >= 32 ? cap_ms : (uint64_t)PUSH_BACKOFF_BASE_MS << shift;
+        if (d > cap_ms)
+            d = cap_ms;
+        uint16_t r;
+        RAND_bytes((uint8_t *)&r, sizeof(r));
+        uint64_t span = d * 2 * PUSH_BACKOFF_JITTER_PCT / 100;
+        d = d - d * PUSH_BACKOFF_JITTER_PCT / 100 + (span ? r % (span + 1) : 0);
+    }
+    return d > cap_ms ? cap_ms : d;
+}
+
+/* push_done takes a push's outcome: try it again later while it is worth
+ * sending (push.expiry_s), or report it and free it. Bounded by time, not by
+ * tries: a service that fails for minutes and then recovers loses nothing. */
 static void push_done(struct push_actor *pa, struct act_push_msg *p, const struct push_outcome *o)
 {
     uint64_t now = uv_now(rt_actor_loop(pa->actor));
-    if (o->cls == ACT_PUSH_RETRY && p->attempt < ACT_PUSH_MAX_ATTEMPTS && now < p->expires_ms) {
-        uint64_t delay = o->retry_after_s ? (uint64_t)o->retry_after_s * 1000
-                                          : (uint64_t)PUSH_BACKOFF_BASE_MS << (p->attempt - 1);
-        if (delay > PUSH_BACKOFF_MAX_MS)
-            delay = PUSH_BACKOFF_MAX_MS;
+    uint64_t delay =
+        backoff_ms(p->attempt, o->retry_after_s, (uint64_t)pa->app->cfg->push.retry_max_ms);
+    if (o->cls == ACT_PUSH_RETRY && now + delay < p->expires_ms) {
         RT_LOG_W("push.retry",
-                 "user=%s device=%s provider=%s status=%d reason=%s attempt=%d delay_ms=%llu",
-                 p->uid, p->device_id, kProviders[p->provider], o->status, o->reason, p->attempt,
-                 (unsigned long long)delay);
+                 "user=%s device=%s provider=%s id=%s status=%d reason=%s attempt=%d "
+                 "delay_ms=%llu",
+                 p->uid, p->device_id, kProviders[p->provider], p->apns_id, o->status, o->reason,
+                 p->attempt, (unsigned long long)delay);
         struct push_retry *r = ens_calloc(1, sizeof(*r));
         r->pa = pa;
         r->msg = p;
         uv_timer_init(rt_actor_loop(pa->actor), &r->timer);
         r->timer.data = r;
         uv_timer_start(&r->timer, retry_fire_cb, delay, 0);
+        return;
+    }
+    if (o->cls == ACT_PUSH_RETRY) {
+        struct push_outcome expired = *o;
+        expired.reason = "Expired";
+        push_report(pa, p, &expired);
+        rt_msg_free(&p->hdr);
         return;
     }
     push_report(pa, p, o);
@@ -150,8 +187,8 @@ static void on_apns_result(const struct apns_result *res, void *ud)
     struct push_actor *pa = f->pa;
     struct act_push_msg *p = f->msg;
     ens_free(f);
-    if (res->apns_id && res->apns_id[0])
-        snprintf(p->apns_id, sizeof(p->apns_id), "%s", res->apns_id);
+    if (res->err == ENS_ETIMEDOUT)
+        p->timeouts++;
     struct push_outcome o = {
         .cls = kFromApns[res->cls],
         .status = res->status,
@@ -167,6 +204,8 @@ static void on_fcm_result(const struct fcm_result *res, void *ud)
     struct push_actor *pa = f->pa;
     struct act_push_msg *p = f->msg;
     ens_free(f);
+    if (res->err == ENS_ETIMEDOUT)
+        p->timeouts++;
     const char *reason = res->error_code && res->error_code[0]       ? res->error_code
                          : res->error_status && res->error_status[0] ? res->error_status
                          : res->err                                  ? ens_err_name(res->err)
@@ -191,6 +230,16 @@ static void push_send(struct push_actor *pa, struct act_push_msg *p)
         return;
     }
     p->attempt++;
+    /* A try's deadline: the configured one, doubled per earlier timeout of
+     * this push, never past the push's expiry. Past it the h2 client resets
+     * the stream before the push is tried again. */
+    uint64_t now = uv_now(rt_actor_loop(pa->actor));
+    uint64_t factor = 1;
+    for (int i = 0; i < p->timeouts && factor < ACT_PUSH_MAX_STREAM_FACTOR; i++)
+        factor *= 2;
+    uint64_t deadline = now + (uint64_t)pa->app->cfg->push.stream_timeout_ms * factor;
+    if (deadline > p->expires_ms)
+        deadline = p->expires_ms > now ? p->expires_ms : now + 1;
     struct push_flight *f = ens_calloc(1, sizeof(*f));
     f->pa = pa;
     f->msg = p;
@@ -204,11 +253,15 @@ static void push_send(struct push_actor *pa, struct act_push_msg *p)
             .environment = p->environment,
             .payload = p->payload,
             .payload_len = p->payload_len,
-            .apns_id = p->apns_id[0] ? p->apns_id : NULL,
+            .apns_id = p->apns_id,
+            .collapse_id = p->apns_id,
+            .expiration_s = p->expires_unix,
+            .deadline_ms = deadline,
         };
         rc = apns_send(pa->apns, &ap, on_apns_result, f);
     } else {
-        struct fcm_push fp = {.payload = p->payload, .payload_len = p->payload_len};
+        struct fcm_push fp = {
+            .payload = p->payload, .payload_len = p->payload_len, .deadline_ms = deadline};
         rc = fcm_send(pa->fcm, &fp, on_fcm_result, f);
     }
     if (rc) {
@@ -228,7 +281,12 @@ static void push_receive(struct rt_actor *a, struct rt_msg *m)
         return;
     }
     struct act_push_msg *p = (struct act_push_msg *)m;
-    p->expires_ms = uv_now(rt_actor_loop(a)) + ACT_PUSH_TTL_MS;
+    uint64_t expiry_ms = (uint64_t)pa->app->cfg->push.expiry_s * 1000;
+    p->expires_ms = uv_now(rt_actor_loop(a)) + expiry_ms;
+    p->expires_unix = (uint64_t)time(NULL) + (uint64_t)pa->app->cfg->push.expiry_s;
+    /* One id for every try: APNs echoes it, and as the collapse id it makes a
+     * device show a push tried twice once. FCM pushes carry it in logs only. */
+    apns_id_new(p->apns_id);
     push_send(pa, p);
 }
 

@@ -14,16 +14,15 @@
 #include "protocols/apns.h"
 #include "protocols/fcm.h"
 
-#define ACT_PUSH_MAX_ATTEMPTS 5
-#define ACT_PUSH_TTL_MS                                                                            \
-    (15 * 60 * 1000) /* a new-mail alert older than this is not worth sending                      \
-                      */
+/* A push's stream deadline doubles with each of its timeouts up to this many
+ * times push.stream_timeout_ms: a slow service is waited for, not lost. */
+#define ACT_PUSH_MAX_STREAM_FACTOR 4
 
 /* How a push ended, whichever service carried it. */
 enum act_push_class {
     ACT_PUSH_OK,
     ACT_PUSH_UNREGISTERED, /* the token is dead: remove the device */
-    ACT_PUSH_RETRY,        /* transient, and the retries ran out */
+    ACT_PUSH_RETRY,        /* transient, and push.expiry_s passed before a try got through */
     ACT_PUSH_FATAL,        /* our bug or configuration */
 };
 
@@ -45,8 +44,10 @@ struct act_push_msg {
     uint64_t t0_ns; /* the callback's arrival for new mail (uv_hrtime), else 0 */
     /* set by the push actor */
     int attempt;
-    uint64_t expires_ms;
-    char apns_id[40];
+    int timeouts;                    /* tries that passed their stream deadline */
+    uint64_t expires_ms;             /* uv_now() time past which it is dropped */
+    uint64_t expires_unix;           /* the same, UNIX seconds: apns-expiration */
+    char apns_id[APNS_ID_CHARS + 1]; /* also the apns-collapse-id; the same on every try */
 };
 
 struct act_push_result_msg {

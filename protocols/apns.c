@@ -177,7 +177,9 @@ struct apns_send {
     char path[sizeof("/3/device/") + APNS_MAX_TOKEN_HEX];
     char *topic, *push_type;
     char priority[4];
-    char apns_id[37];
+    char apns_id[APNS_ID_CHARS + 1];
+    char collapse_id[APNS_MAX_COLLAPSE_ID + 1]; /* "" = none */
+    char expiration[24];                        /* "" = none */
     uint8_t *payload;
     size_t payload_len;
     uint64_t deadline_ms;
@@ -229,7 +231,7 @@ static int uuid_ok(const char *s)
     return 1;
 }
 
-static void uuid_v4(char out[37])
+void apns_id_new(char out[APNS_ID_CHARS + 1])
 {
     uint8_t b[16];
     RAND_bytes(b, sizeof(b));
@@ -264,13 +266,18 @@ static int send_issue(struct apns_send *s)
     /* apns-id is unique per push, so indexing it would only churn APNs's
      * small HPACK table; :path (set by h2_client) and authorization are
      * never indexed as Apple asks (push.md 1.3). */
-    struct h2_header hdrs[] = {
+    struct h2_header hdrs[7] = {
         {"authorization", s->bearer, 1},   {"apns-push-type", s->push_type, 0},
         {"apns-priority", s->priority, 0}, {"apns-topic", s->topic, 0},
         {"apns-id", s->apns_id, 1},
     };
-    return h2_client_request(s->h2, "POST", s->path, hdrs, sizeof(hdrs) / sizeof(hdrs[0]),
-                             s->payload, s->payload_len, s->deadline_ms, on_response, s);
+    size_t n_hdrs = 5;
+    if (s->collapse_id[0])
+        hdrs[n_hdrs++] = (struct h2_header){"apns-collapse-id", s->collapse_id, 1};
+    if (s->expiration[0])
+        hdrs[n_hdrs++] = (struct h2_header){"apns-expiration", s->expiration, 1};
+    return h2_client_request(s->h2, "POST", s->path, hdrs, n_hdrs, s->payload, s->payload_len,
+                             s->deadline_ms, on_response, s);
 }
 
 static const char *find_header(const struct h2_response *resp, const char *name)
@@ -326,7 +333,8 @@ int apns_send(struct apns_client *c, const struct apns_push *p, apns_result_cb c
         p->payload_len > APNS_MAX_PAYLOAD || !hex_token_ok(p->device_token_hex) ||
         !push_type_ok(p->push_type) ||
         (p->priority != 10 && p->priority != 5 && p->priority != 1) ||
-        (p->apns_id && !uuid_ok(p->apns_id)))
+        (p->apns_id && !uuid_ok(p->apns_id)) ||
+        (p->collapse_id && (!p->collapse_id[0] || strlen(p->collapse_id) > APNS_MAX_COLLAPSE_ID)))
         return ENS_EINVAL;
     struct h2_client *h2;
     if (strcmp(p->environment, "production") == 0)
@@ -343,10 +351,14 @@ int apns_send(struct apns_client *c, const struct apns_push *p, apns_result_cb c
     s->topic = ens_strdup(p->topic);
     s->push_type = ens_strdup(p->push_type);
     snprintf(s->priority, sizeof(s->priority), "%d", p->priority);
+    if (p->collapse_id)
+        snprintf(s->collapse_id, sizeof(s->collapse_id), "%s", p->collapse_id);
+    if (p->expiration_s)
+        snprintf(s->expiration, sizeof(s->expiration), "%llu", (unsigned long long)p->expiration_s);
     if (p->apns_id)
-        memcpy(s->apns_id, p->apns_id, 37);
+        memcpy(s->apns_id, p->apns_id, APNS_ID_CHARS + 1);
     else
-        uuid_v4(s->apns_id);
+        apns_id_new(s->apns_id);
     s->payload = ens_malloc(p->payload_len);
     memcpy(s->payload, p->payload, p->payload_len);
     s->payload_len = p->payload_len;

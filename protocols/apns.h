@@ -97,9 +97,21 @@ struct apns_push {
     const char *environment; /* "production" or "sandbox" */
     const uint8_t *payload;
     size_t payload_len;
-    const char *apns_id;  /* optional: reuse on a resend so duplicates collapse */
+    const char *apns_id;  /* optional (apns_id_new): the same on every try of one push */
     uint64_t deadline_ms; /* absolute (uv_now); 0 = now + H2_STREAM_TIMEOUT_MS */
+    /* Optional: sent as apns-collapse-id, at most APNS_MAX_COLLAPSE_ID bytes.
+     * The device shows notifications that share it as one, so a push tried
+     * again after a try whose fate is unknown (reset past its deadline) never
+     * shows twice. */
+    const char *collapse_id;
+    uint64_t expiration_s; /* optional: apns-expiration, UNIX seconds; 0 = not sent */
 };
+
+#define APNS_ID_CHARS        36 /* canonical lowercase UUID */
+#define APNS_MAX_COLLAPSE_ID 64 /* Apple's limit, bytes */
+
+/* apns_id_new writes a fresh random apns-id (a version 4 UUID) and its NUL. */
+void apns_id_new(char out[APNS_ID_CHARS + 1]);
 
 struct apns_client;
 

@@ -69,6 +69,11 @@ struct ens_config {
         char *ca_file;
     } fcm;
     struct {
+        int expiry_s;          /* a push not accepted by then is dropped and counted */
+        int retry_max_ms;      /* back-off cap between tries */
+        int stream_timeout_ms; /* a first try's stream deadline; doubles per timeout, 4x cap */
+    } push;
+    struct {
         char *token_file;
     } admin;
     struct {

@@ -14,6 +14,8 @@ Control API, plain HTTP/1.1 on --control:
   GET /stats             -> {"connections":N,"max_concurrent":N,"rejected":N}
   POST /fail      {"count":N,"status":503,"reason":"ServiceUnavailable"}
                          -> the next N valid pushes get that answer
+  POST /fail      {"seconds":S,"status":503,"reason":"ServiceUnavailable"}
+                         -> every valid push for the next S seconds gets it (an outage)
   POST /unregister {"token":hex} -> later pushes to it get 410 Unregistered
   POST /delay     {"ms":N} -> hold every answer N ms (to observe multiplexing)
 
@@ -49,6 +51,8 @@ class State(simlib.BaseState):
         super().__init__()
         self.pushes = []
         self.fail = []  # [(status, reason)], consumed in order
+        self.fail_until = 0.0  # monotonic time an outage ends
+        self.fail_answer = (503, "ServiceUnavailable")
         self.unregistered = {}  # token -> timestamp ms
         self.delay_ms = 0
 
@@ -152,6 +156,10 @@ class H2Protocol(simlib.H2Protocol):
             return reject(400, "BadDeviceToken")
         if "apns-id" in hdrs and not UUID_RE.match(hdrs["apns-id"]):
             return reject(400, "BadMessageId")
+        if "apns-collapse-id" in hdrs and not 0 < len(hdrs["apns-collapse-id"].encode()) <= 64:
+            return reject(400, "BadCollapseId")
+        if "apns-expiration" in hdrs and not hdrs["apns-expiration"].isdigit():
+            return reject(400, "BadExpirationDate")
         if not hdrs.get("apns-topic"):
             return reject(400, "MissingTopic")
         if "apns-push-type" in hdrs and hdrs["apns-push-type"] not in PUSH_TYPES:
@@ -177,6 +185,9 @@ class H2Protocol(simlib.H2Protocol):
                 status, reason = self.state.fail.pop(0)
                 self.state.rejected += 1
                 return status, reason, apns_id
+            if time.monotonic() < self.state.fail_until:
+                self.state.rejected += 1
+                return self.state.fail_answer + (apns_id,)
             if token.lower() in self.state.unregistered:
                 self.state.rejected += 1
                 return 410, "Unregistered", apns_id
@@ -186,6 +197,7 @@ class H2Protocol(simlib.H2Protocol):
                 "headers": {k: v for k, v in st["headers"] if k != "authorization"},
                 "authorization": hdrs.get("authorization", ""),
                 "token": token,
+                "at": time.time(),
                 "payload": doc,
                 "raw": body.decode("utf-8"),
             })
@@ -204,9 +216,12 @@ def control_routes(state):
         return {}
 
     def fail(req):
-        n = int(req.get("count", 1))
-        state.fail.extend([(int(req.get("status", 503)),
-                            str(req.get("reason", "ServiceUnavailable")))] * n)
+        answer = (int(req.get("status", 503)), str(req.get("reason", "ServiceUnavailable")))
+        if "seconds" in req:
+            state.fail_answer = answer
+            state.fail_until = time.monotonic() + float(req["seconds"])
+        else:
+            state.fail.extend([answer] * int(req.get("count", 1)))
         return {}
 
     def unregister(req):

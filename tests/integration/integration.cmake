@@ -9,6 +9,7 @@ endif()
 include(tests/integration/keys.cmake)
 include(tests/integration/fd_flood.cmake)
 include(tests/integration/redis_restart.cmake)
+include(tests/integration/push_outage.cmake)
 
 # Enrollment binding, rate limits, replays and start-up order, tried as an attacker would.
 if(ENS_TESTS AND NOT ENS_FUZZ)
