@@ -8,7 +8,6 @@
 #include <time.h>
 
 #include "actors/app.h"
-#include "actors/directory.h"
 #include "actors/http_api.h"
 #include "actors/ids.h"
 #include "actors/keys.h"
@@ -217,7 +216,7 @@ static void lookup_send(struct lookup_req *r, const char *uid)
 {
     r->reply->req = r->req;
     r->reply->responder = r->ctx->responder;
-    int rc = act_directory_send(r->ctx->app->dir, uid, r->msg);
+    int rc = act_user_send(r->ctx->app, uid, r->msg);
     if (rc) {
         lookup_fail(r, 503, "unavailable", "the server is overloaded or stopping");
         return;
@@ -533,7 +532,7 @@ static void metrics(struct ens_sched_ctx *ctx, struct h1_req *req)
         &b,
         "# HELP ens_actors_resident Mailbox actors in memory\n# TYPE ens_actors_resident gauge\n"
         "ens_actors_resident %zu\n",
-        act_directory_count(app->dir));
+        rt_keyed_resident(app->rt));
     struct rt_listen_stats ls;
     rt_listen_stats_get(&ls);
     rt_buf_appendf(&b,

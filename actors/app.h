@@ -12,7 +12,6 @@
 #include "runtime/metrics.h"
 #include "runtime/rt.h"
 
-struct act_directory;
 struct act_keyset;
 struct rt_tls_ctx;
 struct store;
@@ -67,7 +66,6 @@ struct ens_counters {
 struct ens_app {
     const struct ens_config *cfg;
     struct rt *rt;
-    struct act_directory *dir;
     struct rt_tls_ctx *server_tls; /* NULL: plain HTTP behind a TLS proxy */
     struct rt_tls_ctx *ews_tls;    /* client context toward Exchange */
     struct rt_tls_ctx *apns_tls;   /* client context toward APNs, ALPN h2 */

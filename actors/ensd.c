@@ -18,7 +18,6 @@
 #include <unistd.h>
 
 #include "actors/app.h"
-#include "actors/directory.h"
 #include "actors/http_api.h"
 #include "actors/ids.h"
 #include "actors/keys.h"
@@ -468,7 +467,9 @@ int main(int argc, char **argv)
 
     struct rt_sched_hooks hooks = {sched_start, sched_stop, app};
     app->rt = rt_new(cfg.runtime.threads, &hooks);
-    app->dir = act_directory_new(app->rt, act_user_spawn, app);
+    struct rt_keyed_class users;
+    act_user_class(app, &users);
+    rt_keyed_set(app->rt, &users);
     if (rt_fdlimit_setup(rt_nscheds(app->rt), NULL) != 0)
         RT_LOG_W("fd.limit", "cannot read RLIMIT_NOFILE: connection caps stay at the default");
     rc = rt_start(app->rt);
@@ -488,7 +489,6 @@ int main(int argc, char **argv)
     }
     int code = atomic_load(&app->exit_code);
     rt_free(app->rt);
-    act_directory_free(app->dir);
     act_keyset_free(ens_app_keys(app));
     rt_tls_ctx_free(app->server_tls);
     rt_tls_ctx_free(app->ews_tls);

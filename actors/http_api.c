@@ -14,7 +14,6 @@
 #include <string.h>
 #include <time.h>
 
-#include "actors/directory.h"
 #include "actors/ews.h"
 #include "actors/ids.h"
 #include "actors/keys.h"
@@ -332,7 +331,7 @@ static void enroll_claimed(int err, void *ud)
     atomic_fetch_add_explicit(r->checkin ? &r->app->counters.checkins
                                          : &r->app->counters.subscribes,
                               1, memory_order_relaxed);
-    int rc = act_directory_send(r->app->dir, r->uid, &r->msg->hdr);
+    int rc = act_user_send(r->app, r->uid, &r->msg->hdr);
     if (rc)
         h1_req_respond_error(r->req, 503, "unavailable", "the server is overloaded or stopping");
     else
@@ -480,7 +479,7 @@ static void unsub_with_uid(int err, const char *uid, void *ud)
         return;
     }
     r->msg->reply = reply_to(r->req);
-    int rc = act_directory_send(r->app->dir, uid, &r->msg->hdr);
+    int rc = act_user_send(r->app, uid, &r->msg->hdr);
     if (rc) {
         unsub_fail(r, 503, "unavailable", "the server is overloaded or stopping");
         return;
@@ -589,7 +588,7 @@ static void handle_callback(struct ens_sched_ctx *ctx, struct h1_req *req, struc
     snprintf(uid, sizeof(uid), "%s", rt_buf_cstr(&b));
     rt_buf_cleanup(&b);
     c->reply = reply_to(req);
-    rc = act_directory_send(app->dir, uid, &c->hdr);
+    rc = act_user_send(app, uid, &c->hdr);
     if (rc) {
         rt_msg_free(&c->hdr);
         atomic_fetch_add_explicit(&app->counters.callbacks_unjudged, 1, memory_order_relaxed);

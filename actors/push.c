@@ -6,8 +6,8 @@
 
 #include <openssl/rand.h>
 
-#include "actors/directory.h"
 #include "actors/msgs.h"
+#include "actors/user.h"
 #include "runtime/alloc.h"
 #include "runtime/err.h"
 #include "runtime/log.h"
@@ -93,7 +93,7 @@ static void push_report(struct push_actor *pa, const struct act_push_msg *p,
     snprintf(r->reason, sizeof(r->reason), "%s", o->reason);
     r->cls = o->cls;
     r->status = o->status;
-    if (act_directory_send(pa->app->dir, p->uid, &r->hdr) != 0)
+    if (act_user_send(pa->app, p->uid, &r->hdr) != 0)
         rt_msg_free(&r->hdr);
 }
 

@@ -12,7 +12,6 @@
 #include <string.h>
 #include <time.h>
 
-#include "actors/directory.h"
 #include "actors/ews.h"
 #include "actors/keys.h"
 #include "actors/msgs.h"
@@ -1174,9 +1173,9 @@ static void on_idle(struct user *u, struct rt_msg *m)
 {
     (void)m;
     user_done(u);
-    act_directory_remove(u->app->dir, u->uid, rt_actor_self(u->actor));
-    atomic_fetch_add_explicit(&u->app->counters.hibernations, 1, memory_order_relaxed);
-    rt_actor_stop(u->actor);
+    /* Messages that came meanwhile go first; each re-arms the idle timer. */
+    if (rt_actor_passivate(u->actor) == 0)
+        atomic_fetch_add_explicit(&u->app->counters.hibernations, 1, memory_order_relaxed);
 }
 
 /* ---- Devices: unsubscribe, block, unblock, remove ---- */
@@ -1422,18 +1421,23 @@ static void user_destroy(struct rt_actor *a)
 
 static const struct rt_actor_type kUserActor = {"user", user_receive, user_destroy};
 
-int act_user_spawn(struct rt *rt, int sched, const char *uid, void *app, rt_actor_id *out)
+static void *user_activate(struct rt_sched *s, const char *key, size_t len, void *app)
 {
+    (void)s;
     struct user *u = ens_calloc(1, sizeof(*u));
     u->app = app;
     u->counted_state = -1;
-    snprintf(u->uid, sizeof(u->uid), "%s", uid);
+    snprintf(u->uid, sizeof(u->uid), "%.*s", (int)len, key);
     op_reset(u);
-    int rc = rt_spawn(rt, sched, &kUserActor, u, out);
-    if (rc) {
-        op_reset(u);
-        rt_buf_cleanup(&u->op.creds);
-        ens_free(u);
-    }
-    return rc;
+    return u;
+}
+
+void act_user_class(struct ens_app *app, struct rt_keyed_class *out)
+{
+    *out = (struct rt_keyed_class){&kUserActor, user_activate, app};
+}
+
+int act_user_send(struct ens_app *app, const char *uid, struct rt_msg *m)
+{
+    return rt_send_key(app->rt, uid, strlen(uid), m);
 }

@@ -74,7 +74,14 @@ struct act_inspect_msg {
 struct act_enroll_msg *act_enroll_msg_new(void);
 struct act_callback_msg *act_callback_msg_new(void);
 
-/* act_user_spawn is the directory's spawn function for user actors. */
-int act_user_spawn(struct rt *rt, int sched, const char *uid, void *app, rt_actor_id *out);
+/* act_user_class sets |out| to the keyed class of mailbox actors (their key
+ * is the userId) for rt_keyed_set; |app| is their shared context. */
+void act_user_class(struct ens_app *app, struct rt_keyed_class *out);
+
+/* act_user_send delivers |m| to the mailbox actor of |uid|, activating it on
+ * its scheduler when it is not in memory (rt_send_key: lock-free, any thread).
+ * Takes |m| on success; on an error (ENS_EFULL, ENS_ENOACTOR while stopping)
+ * the caller still owns it and answers for it. */
+int act_user_send(struct ens_app *app, const char *uid, struct rt_msg *m);
 
 #endif

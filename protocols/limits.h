@@ -3,6 +3,8 @@
 #ifndef ENS_PROTOCOLS_LIMITS_H
 #define ENS_PROTOCOLS_LIMITS_H
 
+#include "runtime/limits.h"
+
 /* HTTP/1.1 */
 #define H1_MAX_HEADER_BYTES    (16 * 1024) /* request line + all header lines */
 #define H1_MAX_HEADERS         64
@@ -11,7 +13,7 @@
 #define H1_IDLE_TIMEOUT_MS     30000         /* keep-alive connection with no request */
 #define H1_READ_TIMEOUT_MS     15000         /* a started request must complete within this */
 #define H1_CLIENT_MAX_RESPONSE (4 * 1024 * 1024)
-#define H1_MAX_CONNECTIONS     10000 /* per listener per scheduler */
+#define H1_MAX_CONNECTIONS     RT_FD_MAX_CONNS /* per listener per scheduler */
 
 /* HTTP/2 client */
 #define H2_MAX_CONCURRENT_STREAMS 1000
@@ -32,12 +34,12 @@
  * so one element with 80,000 attributes cost 10 s. Real Exchange answers stay
  * far below: a dozen attributes and namespace declarations on the envelope,
  * a few thousand elements for the largest GetItem or SendNotification. */
-#define SOAP_MAX_ATTRIBUTES    64    /* on one element, namespace declarations included */
-#define SOAP_MAX_NS_DECLS      16    /* xmlns declarations on one element */
-#define SOAP_MAX_ELEMENTS      20000 /* in one body */
-#define SOAP_MAX_NAME_BYTES    256   /* an element or attribute name, prefix included */
+#define SOAP_MAX_ATTRIBUTES       64    /* on one element, namespace declarations included */
+#define SOAP_MAX_NS_DECLS         16    /* xmlns declarations on one element */
+#define SOAP_MAX_ELEMENTS         20000 /* in one body */
+#define SOAP_MAX_NAME_BYTES       256   /* an element or attribute name, prefix included */
 #define SOAP_MAX_ATTRIBUTES_TOTAL 40000 /* in one body: two per element at the element cap */
-#define SOAP_MAX_NS_IN_SCOPE   64    /* declarations in scope at once: each lookup walks them */
+#define SOAP_MAX_NS_IN_SCOPE      64    /* declarations in scope at once: each lookup walks them */
 
 /* JOSE */
 #define JOSE_MAX_COMPACT     (64 * 1024)
@@ -59,28 +61,6 @@
 /* Push */
 #define APNS_MAX_PAYLOAD 4096
 #define FCM_MAX_PAYLOAD  4096
-
-/* Runtime */
-#define RT_MBOX_MAX_DEPTH 100000
-#define RT_ACTOR_BATCH    100
-
-/* Descriptors and accepting (runtime/fdlimit.c, runtime/listener.c). The
- * connection cap per listener is
- *   (RLIMIT_NOFILE - RT_FD_RESERVE_BASE - schedulers * RT_FD_RESERVE_PER_SCHED)
- *     * (100 - RT_FD_OUTBOUND_PCT) / 100 / schedulers
- * clamped to [RT_FD_MIN_CONNS, RT_FD_MAX_CONNS]; docs/operations.md explains it. */
-#define RT_FD_SOFT_MAX           (1u << 20) /* raise the soft limit at most this far */
-#define RT_FD_RESERVE_BASE       64 /* stdio, config and key files, main loop, DNS, thread pool */
-#define RT_FD_RESERVE_PER_SCHED  16 /* epoll, wake-ups, libuv's spare, Redis, APNs, FCM */
-#define RT_FD_OUTBOUND_PCT       25 /* of the rest, kept for outgoing EWS calls */
-#define RT_FD_MIN_CONNS          16
-#define RT_FD_MAX_CONNS          H1_MAX_CONNECTIONS /* h1_server's own cap: never reach it */
-#define RT_ACCEPT_BATCH          64   /* accepts per readiness before other handles run */
-#define RT_ACCEPT_BACKOFF_MIN_MS 10   /* first retry after EMFILE/ENFILE */
-#define RT_ACCEPT_BACKOFF_MAX_MS 1000 /* doubling stops here */
-
-/* Config */
-#define CONFIG_MAX_FILE_BYTES (256 * 1024)
 
 /* HTTP/2 server (device API over ALPN h2) */
 #define H2_SERVER_MAX_CONCURRENT_STREAMS 64          /* advertised; nghttp2 refuses more */

@@ -1,7 +1,7 @@
 /* One allocator entry point. Small allocations abort on exhaustion (h2o's
  * policy): a server that cannot allocate a few bytes cannot do anything useful
  * and recovering paths would be untested. Sizes that come from the network are
- * always capped by a limit in protocols/limits.h before they reach here. */
+ * always capped by a limit in protocols/limits.h or runtime/limits.h before they reach here. */
 #ifndef ENS_RUNTIME_ALLOC_H
 #define ENS_RUNTIME_ALLOC_H
 

@@ -13,7 +13,7 @@
 
 #include <cjson/cJSON.h>
 
-#include "protocols/limits.h"
+#include "runtime/limits.h"
 #include "runtime/alloc.h"
 #include "runtime/b64.h"
 #include "runtime/err.h"

@@ -18,7 +18,7 @@
 #include "runtime/log.h"
 
 /* Caps on what a single value may be; the file itself is capped by
- * CONFIG_MAX_FILE_BYTES in protocols/limits.h. */
+ * CONFIG_MAX_FILE_BYTES in runtime/limits.h. */
 #define ENS_CONFIG_MAX_VALUE_BYTES 4096
 #define ENS_CONFIG_MAX_HOST_BYTES  256
 #define ENS_CONFIG_MAX_THREADS     256

@@ -7,7 +7,7 @@
 #include <string.h>
 #include <sys/resource.h>
 
-#include "protocols/limits.h"
+#include "runtime/limits.h"
 #include "runtime/err.h"
 #include "runtime/fdlimit.h"
 #include "runtime/log.h"

@@ -6,7 +6,7 @@
  * and derives the per-listener connection cap from the result, leaving
  * headroom for what is not an accepted connection (Redis, outgoing EWS, APNs
  * and FCM connections, files, libuv's own descriptors). The formula and its
- * constants are in protocols/limits.h; docs/operations.md explains them. */
+ * constants are in runtime/limits.h; docs/operations.md explains them. */
 #ifndef ENS_RUNTIME_FDLIMIT_H
 #define ENS_RUNTIME_FDLIMIT_H
 

@@ -24,7 +24,7 @@
 #include <netinet/in.h>
 #include <sys/socket.h>
 
-#include "protocols/limits.h"
+#include "runtime/limits.h"
 #include "runtime/alloc.h"
 #include "runtime/err.h"
 #include "runtime/log.h"

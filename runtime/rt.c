@@ -5,7 +5,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "protocols/limits.h"
+#include "runtime/limits.h"
 #include "runtime/alloc.h"
 #include "runtime/err.h"
 #include "runtime/log.h"
@@ -89,6 +89,21 @@ struct rt_actor {
     int dead;                  /* actor thread only; 1 stopped, RT_DEAD_TEARDOWN being reaped */
     struct rt_timer *timers;
     struct rt_actor *all_prev, *all_next; /* registry list, under rt->lock */
+    /* Keyed actors only (key_len > 0): their scheduler's registry, that
+     * thread only. The key is stored right after the struct. */
+    struct rt_actor *key_next;
+    uint64_t key_hash;
+    uint8_t key_len;
+    char *key;
+};
+
+/* A keyed message on its way to the scheduler that owns its key. */
+struct rt_keyenv {
+    struct rt_msg hdr; /* in the scheduler's inbox */
+    struct rt_msg *msg;
+    uint64_t hash;
+    uint8_t len;
+    char key[RT_MAX_KEY];
 };
 
 struct rt_sched {
@@ -104,6 +119,17 @@ struct rt_sched {
     void *_Atomic data; /* written once by the start hook, read by any thread */
     int stopping;       /* sched thread only */
     int finished;       /* sched thread only */
+    /* Keyed actors: the inbox any thread pushes onto, the budget it checks,
+     * and the registry only this thread touches. */
+    struct mbox inbox;
+    _Atomic size_t keyed_pending; /* sent, not yet taken by an actor's receive */
+    _Atomic size_t keyed_resident;
+    struct rt_actor **keyed; /* buckets, chained through key_next */
+    size_t nkeyed_buckets;
+    /* The inbox's wake-up handle may be used only while accepting; teardown
+     * clears it and waits for senders still inside rt_send_key. */
+    _Atomic int accepting;
+    _Atomic int senders;
 };
 
 struct rt_slot {
@@ -124,7 +150,10 @@ struct rt {
     _Atomic int stop_requested;
     _Atomic uint64_t grace_ms;
     int started;
+    struct rt_keyed_class keyed_class; /* type NULL: none */
 };
+
+#define KEYED_INITIAL_BUCKETS 1024
 
 #define SLOT_NONE  UINT32_MAX
 #define RUN_ROUNDS 64
@@ -204,8 +233,11 @@ static void actor_reap(struct rt_actor *a)
 {
     struct rt_msg *m;
     while ((m = mbox_pop(&a->mbox)) != NULL) {
-        if (m != &a->mbox.stub)
-            rt_msg_free(m);
+        if (m == &a->mbox.stub)
+            continue;
+        if (a->key_len)
+            atomic_fetch_sub_explicit(&a->sched->keyed_pending, 1, memory_order_relaxed);
+        rt_msg_free(m);
     }
     while (a->timers) {
         struct rt_timer *t = a->timers;
@@ -218,9 +250,12 @@ static void actor_reap(struct rt_actor *a)
     ens_free(a);
 }
 
+static void inbox_drain(struct rt_sched *s);
+
 static void sched_run(struct rt_sched *s)
 {
     for (int round = 0; round < RUN_ROUNDS; round++) {
+        inbox_drain(s);
         uv_mutex_lock(&s->lock);
         struct rt_actor *list = s->run_head;
         s->run_head = s->run_tail = NULL;
@@ -242,6 +277,8 @@ static void sched_run(struct rt_sched *s)
             while (n < RT_ACTOR_BATCH && !a->suspended && !a->dead &&
                    (m = mbox_pop(&a->mbox)) != NULL) {
                 atomic_fetch_sub_explicit(&a->mbox.depth, 1, memory_order_relaxed);
+                if (a->key_len)
+                    atomic_fetch_sub_explicit(&s->keyed_pending, 1, memory_order_relaxed);
                 a->type->receive(a, m);
                 n++;
             }
@@ -252,10 +289,104 @@ static void sched_run(struct rt_sched *s)
     }
     /* Still busy after RUN_ROUNDS: let the loop poll I/O, then come back. */
     uv_mutex_lock(&s->lock);
-    int more = s->run_head != NULL && !s->closed;
+    int more =
+        (s->run_head != NULL || atomic_load_explicit(&s->inbox.depth, memory_order_relaxed) > 0) &&
+        !s->closed;
     uv_mutex_unlock(&s->lock);
     if (more)
         uv_async_send(&s->wake);
+}
+
+/* ---- Keyed actors: the scheduler's own registry ---- */
+
+static uint64_t key_hash(const char *key, size_t len)
+{
+    uint64_t h = 0xcbf29ce484222325ULL; /* FNV-1a; rt_place mixes it further */
+    for (size_t i = 0; i < len; i++) {
+        h ^= (uint8_t)key[i];
+        h *= 0x100000001b3ULL;
+    }
+    return h;
+}
+
+static struct rt_actor **keyed_slot(struct rt_sched *s, uint64_t hash, const char *key, size_t len)
+{
+    struct rt_actor **pp = &s->keyed[hash & (s->nkeyed_buckets - 1)];
+    while (*pp &&
+           !((*pp)->key_hash == hash && (*pp)->key_len == len && memcmp((*pp)->key, key, len) == 0))
+        pp = &(*pp)->key_next;
+    return pp;
+}
+
+static void keyed_grow(struct rt_sched *s)
+{
+    size_t n = s->nkeyed_buckets * 2;
+    struct rt_actor **b = ens_calloc(n, sizeof(*b));
+    for (size_t i = 0; i < s->nkeyed_buckets; i++) {
+        for (struct rt_actor *a = s->keyed[i], *next; a; a = next) {
+            next = a->key_next;
+            a->key_next = b[a->key_hash & (n - 1)];
+            b[a->key_hash & (n - 1)] = a;
+        }
+    }
+    ens_free(s->keyed);
+    s->keyed = b;
+    s->nkeyed_buckets = n;
+}
+
+static void keyed_unlink(struct rt_actor *a)
+{
+    struct rt_sched *s = a->sched;
+    struct rt_actor **pp = keyed_slot(s, a->key_hash, a->key, a->key_len);
+    if (*pp == a) {
+        *pp = a->key_next;
+        a->key_next = NULL;
+        atomic_fetch_sub_explicit(&s->keyed_resident, 1, memory_order_relaxed);
+    }
+}
+
+/* keyed_activate makes the resident actor of a key; this scheduler's thread. */
+static struct rt_actor *keyed_activate(struct rt_sched *s, const struct rt_keyenv *e)
+{
+    const struct rt_keyed_class *kc = &s->rt->keyed_class;
+    struct rt_actor *a = ens_calloc(1, sizeof(*a) + e->len + 1);
+    a->key = (char *)(a + 1);
+    memcpy(a->key, e->key, e->len);
+    a->key_len = e->len;
+    a->key_hash = e->hash;
+    a->type = kc->type;
+    a->sched = s;
+    mbox_init(&a->mbox);
+    a->state = kc->activate(s, e->key, e->len, kc->ud);
+    size_t n = atomic_fetch_add_explicit(&s->keyed_resident, 1, memory_order_relaxed) + 1;
+    struct rt_actor **slot = &s->keyed[e->hash & (s->nkeyed_buckets - 1)];
+    a->key_next = *slot;
+    *slot = a;
+    if (n > s->nkeyed_buckets)
+        keyed_grow(s);
+    return a;
+}
+
+/* inbox_drain hands each keyed message to its resident actor, activating it
+ * first when there is none. This thread alone resolves keys, so a message
+ * never meets an actor that is leaving: passivation happened before (and the
+ * key activates a successor) or cannot happen until this message is taken. */
+static void inbox_drain(struct rt_sched *s)
+{
+    struct rt_msg *m;
+    while ((m = mbox_pop(&s->inbox)) != NULL) {
+        if (m == &s->inbox.stub)
+            continue;
+        atomic_fetch_sub_explicit(&s->inbox.depth, 1, memory_order_relaxed);
+        struct rt_keyenv *e = (struct rt_keyenv *)m;
+        struct rt_actor *a = *keyed_slot(s, e->hash, e->key, e->len);
+        if (a == NULL)
+            a = keyed_activate(s, e);
+        atomic_fetch_add_explicit(&a->mbox.depth, 1, memory_order_relaxed);
+        mbox_push(&a->mbox, e->msg);
+        ens_free(e);
+        actor_schedule(a);
+    }
 }
 
 static void sched_grace_cb(uv_timer_t *t)
@@ -300,11 +431,42 @@ static void walk_close_cb(uv_handle_t *h, void *arg)
  * pass over the registry takes all of them at once (the registry is shared by
  * every scheduler, so taking one actor per pass would be quadratic); passes
  * repeat for actors that a destroy hook spawned here meanwhile. */
+/* keyed_take_all empties this scheduler's keyed registry for teardown: the
+ * messages still in its inbox are freed, and its actors are returned as a
+ * list through all_next, marked RT_DEAD_TEARDOWN. */
+static struct rt_actor *keyed_take_all(struct rt_sched *s)
+{
+    struct rt_msg *m;
+    while ((m = mbox_pop(&s->inbox)) != NULL) {
+        if (m == &s->inbox.stub)
+            continue;
+        struct rt_keyenv *e = (struct rt_keyenv *)m;
+        atomic_fetch_sub_explicit(&s->keyed_pending, 1, memory_order_relaxed);
+        rt_msg_free(e->msg);
+        ens_free(e);
+    }
+    struct rt_actor *victims = NULL;
+    for (size_t i = 0; i < s->nkeyed_buckets; i++) {
+        while (s->keyed[i]) {
+            struct rt_actor *a = s->keyed[i];
+            s->keyed[i] = a->key_next;
+            atomic_fetch_sub_explicit(&s->keyed_resident, 1, memory_order_relaxed);
+            a->dead = RT_DEAD_TEARDOWN;
+            a->all_next = victims;
+            victims = a;
+        }
+    }
+    return victims;
+}
+
 static void sched_teardown(struct rt_sched *s)
 {
     struct rt *rt = s->rt;
+    atomic_store_explicit(&s->accepting, 0, memory_order_seq_cst);
+    while (atomic_load_explicit(&s->senders, memory_order_seq_cst) > 0)
+        uv_sleep(0);
     for (;;) {
-        struct rt_actor *victims = NULL;
+        struct rt_actor *victims = keyed_take_all(s);
         uv_mutex_lock(&rt->lock);
         for (struct rt_actor *a = rt->all, *next; a; a = next) {
             next = a->all_next;
@@ -390,6 +552,10 @@ struct rt *rt_new(int nthreads, const struct rt_sched_hooks *hooks)
         s->wake.data = s;
         uv_timer_init(&s->loop, &s->grace);
         s->grace.data = s;
+        mbox_init(&s->inbox);
+        s->nkeyed_buckets = KEYED_INITIAL_BUCKETS;
+        s->keyed = ens_calloc(s->nkeyed_buckets, sizeof(*s->keyed));
+        atomic_store_explicit(&s->accepting, 1, memory_order_relaxed);
     }
     return rt;
 }
@@ -436,12 +602,20 @@ void rt_free(struct rt *rt)
         struct rt_sched *s = &rt->scheds[i];
         if (!s->closed) {
             /* never started: its handles still need closing */
+            struct rt_msg *m;
+            while ((m = mbox_pop(&s->inbox)) != NULL) {
+                if (m == &s->inbox.stub)
+                    continue;
+                rt_msg_free(((struct rt_keyenv *)m)->msg);
+                ens_free(m);
+            }
             s->closed = 1;
             uv_walk(&s->loop, walk_close_cb, NULL);
             uv_run(&s->loop, UV_RUN_DEFAULT);
             uv_loop_close(&s->loop);
         }
         uv_mutex_destroy(&s->lock);
+        ens_free(s->keyed);
     }
     uv_mutex_destroy(&rt->lock);
     ens_free(rt->slots);
@@ -590,11 +764,81 @@ void rt_actor_stop(struct rt_actor *a)
     if (a->dead)
         return;
     a->dead = 1;
-    struct rt *rt = a->sched->rt;
-    uv_mutex_lock(&rt->lock);
-    registry_unlink(rt, a);
-    uv_mutex_unlock(&rt->lock);
+    if (a->key_len) {
+        keyed_unlink(a);
+    } else {
+        struct rt *rt = a->sched->rt;
+        uv_mutex_lock(&rt->lock);
+        registry_unlink(rt, a);
+        uv_mutex_unlock(&rt->lock);
+    }
     actor_schedule(a);
+}
+
+int rt_actor_passivate(struct rt_actor *a)
+{
+    if (a->key_len == 0)
+        return ENS_EINVAL;
+    if (a->dead)
+        return 0;
+    if (a->suspended || atomic_load_explicit(&a->mbox.depth, memory_order_relaxed) > 0)
+        return ENS_EAGAIN;
+    rt_actor_stop(a);
+    return 0;
+}
+
+const char *rt_actor_key(const struct rt_actor *a, size_t *len)
+{
+    if (len)
+        *len = a->key_len;
+    return a->key_len ? a->key : NULL;
+}
+
+void rt_keyed_set(struct rt *rt, const struct rt_keyed_class *cls)
+{
+    rt->keyed_class = *cls;
+}
+
+int rt_key_place(const struct rt *rt, const char *key, size_t len)
+{
+    return rt_place(rt, key_hash(key, len));
+}
+
+int rt_send_key(struct rt *rt, const char *key, size_t len, struct rt_msg *m)
+{
+    if (rt->keyed_class.type == NULL || key == NULL || len == 0 || len > RT_MAX_KEY)
+        return ENS_EINVAL;
+    uint64_t h = key_hash(key, len);
+    struct rt_sched *s = &rt->scheds[rt_place(rt, h)];
+    if (atomic_fetch_add_explicit(&s->keyed_pending, 1, memory_order_relaxed) >=
+        RT_INBOX_MAX_DEPTH) {
+        atomic_fetch_sub_explicit(&s->keyed_pending, 1, memory_order_relaxed);
+        return ENS_EFULL;
+    }
+    atomic_fetch_add_explicit(&s->senders, 1, memory_order_seq_cst);
+    if (!atomic_load_explicit(&s->accepting, memory_order_seq_cst)) {
+        atomic_fetch_sub_explicit(&s->senders, 1, memory_order_seq_cst);
+        atomic_fetch_sub_explicit(&s->keyed_pending, 1, memory_order_relaxed);
+        return ENS_ENOACTOR;
+    }
+    struct rt_keyenv *e = ens_malloc(sizeof(*e));
+    e->msg = m;
+    e->hash = h;
+    e->len = (uint8_t)len;
+    memcpy(e->key, key, len);
+    atomic_fetch_add_explicit(&s->inbox.depth, 1, memory_order_relaxed);
+    mbox_push(&s->inbox, &e->hdr);
+    uv_async_send(&s->wake); /* libuv coalesces: one wake-up for a burst */
+    atomic_fetch_sub_explicit(&s->senders, 1, memory_order_seq_cst);
+    return 0;
+}
+
+size_t rt_keyed_resident(struct rt *rt)
+{
+    size_t n = 0;
+    for (int i = 0; i < rt->nscheds; i++)
+        n += atomic_load_explicit(&rt->scheds[i].keyed_resident, memory_order_relaxed);
+    return n;
 }
 
 size_t rt_actor_count(struct rt *rt)
@@ -612,6 +856,8 @@ static void timer_fire_cb(uv_timer_t *h)
     /* On the actor's own thread and the timer is closed before the actor is
      * reaped, so the actor is alive; skip the registry. */
     struct rt_msg *m = rt_msg_new(sizeof(struct rt_msg), t->msg_type);
+    if (a->key_len) /* taken out of the budget like any keyed message */
+        atomic_fetch_add_explicit(&a->sched->keyed_pending, 1, memory_order_relaxed);
     atomic_fetch_add_explicit(&a->mbox.depth, 1, memory_order_relaxed);
     mbox_push(&a->mbox, m);
     actor_schedule(a);

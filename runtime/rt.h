@@ -133,8 +133,60 @@ void rt_actor_resume(struct rt_actor *a);
  * scheduler, never inside this call. On the actor's thread. */
 void rt_actor_stop(struct rt_actor *a);
 
-/* rt_actor_count returns the number of live actors (for metrics); thread-safe. */
+/* rt_actor_count returns the number of live actors addressed by id (for
+ * metrics); thread-safe. Keyed actors are counted by rt_keyed_resident. */
 size_t rt_actor_count(struct rt *rt);
+
+/* ---- Keyed actors: addressed by a key, resident only while they have work ----
+ *
+ * A keyed actor (one per mailbox) is addressed by a byte key, never by id. A
+ * key is placed on one scheduler by a hash (rt_key_place), and only that
+ * scheduler's thread looks the actor up in its own registry, activates it when
+ * it is not resident, and passivates it: the send path takes no lock, only an
+ * atomic budget check and a lock-free push onto the owning scheduler's inbox.
+ * Because activation and passivation happen on the one thread that also takes
+ * the key's messages, a message never finds an actor half gone: it reaches the
+ * resident actor, or the successor activated for it. */
+
+#define RT_MAX_KEY 64 /* bytes in a key */
+
+struct rt_keyed_class {
+    const struct rt_actor_type *type;
+    /* activate returns the state of a new actor for |key| (|len| bytes, not
+     * NUL-terminated), on the owning scheduler's thread, when a message finds
+     * no resident actor; the actor's first message follows at once. */
+    void *(*activate)(struct rt_sched *s, const char *key, size_t len, void *ud);
+    void *ud;
+};
+
+/* rt_keyed_set installs the runtime's keyed class (|cls| copied); before
+ * rt_start, once. */
+void rt_keyed_set(struct rt *rt, const struct rt_keyed_class *cls);
+
+/* rt_key_place returns the index of the scheduler that owns |key|. */
+int rt_key_place(const struct rt *rt, const char *key, size_t len);
+
+/* rt_send_key delivers |m| to the actor of |key|, activating it on its
+ * scheduler when it is not resident. Thread-safe, lock-free, never blocks.
+ * Takes ownership of |m| on success. Errors, with |m| still the caller's:
+ * ENS_EINVAL (no keyed class, or a key of 0 or more than RT_MAX_KEY bytes),
+ * ENS_EFULL (the owning scheduler holds RT_INBOX_MAX_DEPTH messages not yet
+ * taken by their actors), ENS_ENOACTOR (the runtime is stopping). */
+int rt_send_key(struct rt *rt, const char *key, size_t len, struct rt_msg *m);
+
+/* rt_actor_passivate takes a keyed actor out of memory: on its thread, from
+ * its handler, when it has no message waiting and is not suspended, it leaves
+ * its scheduler's registry (the next message for its key activates a
+ * successor, which reloads whatever it needs) and is reaped as after
+ * rt_actor_stop; 0. Otherwise ENS_EAGAIN and nothing changes: the waiting
+ * messages come first. ENS_EINVAL for an actor addressed by id. */
+int rt_actor_passivate(struct rt_actor *a);
+
+/* rt_actor_key returns a keyed actor's key and sets *len; NULL for others. */
+const char *rt_actor_key(const struct rt_actor *a, size_t *len);
+
+/* rt_keyed_resident returns the number of keyed actors in memory; any thread. */
+size_t rt_keyed_resident(struct rt *rt);
 
 /* Timers belong to an actor and deliver a message of |msg_type| (a bare
  * struct rt_msg) to it when they fire. They are closed with the actor. */

@@ -8,7 +8,7 @@
 
 #include <cmocka.h>
 
-#include "protocols/limits.h"
+#include "runtime/limits.h"
 #include "runtime/fdlimit.h"
 #include "runtime/net.h"
 
