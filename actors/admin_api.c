@@ -415,8 +415,10 @@ static const struct metric_row kCounters[] = {
     {"ens_callbacks_total", "result=\"ok\"", "Exchange callbacks by answer", COUNTER(callbacks_ok)},
     {"ens_callbacks_total", "result=\"unsubscribe\"", NULL, COUNTER(callbacks_unsubscribe)},
     {"ens_callbacks_total", "result=\"malformed\"", NULL, COUNTER(callbacks_bad)},
-    {"ens_actor_hibernations_total", "", "Mailbox actors that hibernated after being idle",
+    {"ens_actor_hibernations_total", "", "Mailbox actors passivated once their work was done",
      COUNTER(hibernations)},
+    {"ens_health_due_total", "", "Mailboxes the health index woke for a look at their subscription",
+     COUNTER(health_due)},
     {"ens_enrollments_total", "kind=\"subscribe\"", "Device API enrollments", COUNTER(subscribes)},
     {"ens_enrollments_total", "kind=\"checkin\"", NULL, COUNTER(checkins)},
     {"ens_rate_limited_total", "limit=\"address\"",
@@ -465,8 +467,11 @@ static void metrics(struct ens_sched_ctx *ctx, struct h1_req *req)
         if (m->help)
             rt_buf_appendf(&b, "# HELP %s %s\n# TYPE %s counter\n", m->name, m->help, m->name);
         _Atomic uint64_t *v = (_Atomic uint64_t *)((char *)k + m->offset);
-        rt_buf_appendf(&b, "%s{%s} %llu\n", m->name, m->labels,
-                       (unsigned long long)atomic_load_explicit(v, memory_order_relaxed));
+        unsigned long long n = atomic_load_explicit(v, memory_order_relaxed);
+        if (m->labels[0])
+            rt_buf_appendf(&b, "%s{%s} %llu\n", m->name, m->labels, n);
+        else
+            rt_buf_appendf(&b, "%s %llu\n", m->name, n);
     }
     static const char *const kProv[ENS_PUSH_PROVIDERS] = {"apns", "fcm"};
     static const char *const kOut[ENS_PUSH_OUTCOMES] = {"ok", "failed", "unregistered", "expired"};
@@ -533,6 +538,23 @@ static void metrics(struct ens_sched_ctx *ctx, struct h1_req *req)
         "# HELP ens_actors_resident Mailbox actors in memory\n# TYPE ens_actors_resident gauge\n"
         "ens_actors_resident %zu\n",
         rt_keyed_resident(app->rt));
+    size_t memo_entries = 0;
+    uint64_t memo_evictions = 0;
+    for (int i = 0; i < rt_nscheds(app->rt); i++) {
+        struct ens_sched_ctx *c = rt_sched_data(rt_sched_at(app->rt, i));
+        if (c == NULL)
+            continue;
+        memo_entries += atomic_load_explicit(&c->memo_entries, memory_order_relaxed);
+        memo_evictions += atomic_load_explicit(&c->memo_evictions, memory_order_relaxed);
+    }
+    rt_buf_appendf(&b,
+                   "# HELP ens_mailbox_cache_entries Passivated mailboxes whose memo (callback "
+                   "token, last pushes) is in memory\n# TYPE ens_mailbox_cache_entries gauge\n"
+                   "ens_mailbox_cache_entries %zu\n"
+                   "# HELP ens_mailbox_cache_evictions_total Memos dropped to make room\n"
+                   "# TYPE ens_mailbox_cache_evictions_total counter\n"
+                   "ens_mailbox_cache_evictions_total %llu\n",
+                   memo_entries, (unsigned long long)memo_evictions);
     struct rt_listen_stats ls;
     rt_listen_stats_get(&ls);
     rt_buf_appendf(&b,

@@ -13,6 +13,7 @@
 #include "runtime/rt.h"
 
 struct act_keyset;
+struct act_memo_cache;
 struct rt_tls_ctx;
 struct store;
 struct rt_listener;
@@ -58,7 +59,8 @@ struct ens_counters {
     _Atomic uint64_t rate_limited[ENS_LIMITS]; /* device API requests answered 429 */
     _Atomic uint64_t replays;                  /* enrollments refused as a replayed JWE */
     _Atomic uint64_t callbacks_unjudged;       /* callbacks answered 503: keys or Redis not there */
-    _Atomic uint64_t hibernations;
+    _Atomic uint64_t hibernations;             /* mailbox actors passivated */
+    _Atomic uint64_t health_due;               /* mailboxes the health index woke */
     _Atomic int64_t subs_by_state[ENS_SUB_STATES]; /* resident mailboxes only */
     struct rt_histogram callback_to_push;          /* Exchange callback in, APNs 200 out */
 };
@@ -108,6 +110,13 @@ struct ens_sched_ctx {
     /* store_ready of this loop's connection, published by its watcher the
      * moment it changes, so /ready on any thread sees every scheduler. */
     _Atomic int redis_ready;
+    /* What passivated mailboxes keep in memory (actors/memo.h), and the
+     * health poller (actors/health.h): this thread only. */
+    struct act_memo_cache *memo;
+    uv_timer_t health_timer;
+    int health_inflight;
+    _Atomic size_t memo_entries; /* copied by stats_tick for the metrics page */
+    _Atomic uint64_t memo_evictions;
 };
 
 /* ens_app_redis_down returns the index of the first scheduler whose Redis

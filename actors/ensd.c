@@ -18,9 +18,11 @@
 #include <unistd.h>
 
 #include "actors/app.h"
+#include "actors/health.h"
 #include "actors/http_api.h"
 #include "actors/ids.h"
 #include "actors/keys.h"
+#include "actors/memo.h"
 #include "actors/push.h"
 #include "actors/reply.h"
 #include "actors/user.h"
@@ -28,6 +30,7 @@
 #include "protocols/h1_server.h"
 #include "protocols/seal.h"
 #include "protocols/soap_xml.h"
+#include "runtime/clock.h"
 #include "runtime/alloc.h"
 #include "runtime/err.h"
 #include "runtime/fdlimit.h"
@@ -201,6 +204,10 @@ static void stats_tick(uv_timer_t *t)
     atomic_store_explicit(&ctx->redis_timeouts, st.timeouts, memory_order_relaxed);
     for (int i = 0; i < STORE_DROP_REASONS; i++)
         atomic_store_explicit(&ctx->redis_drops[i], st.drops[i], memory_order_relaxed);
+    struct act_memo_stats ms;
+    act_memo_cache_stats(ctx->memo, &ms);
+    atomic_store_explicit(&ctx->memo_entries, ms.entries, memory_order_relaxed);
+    atomic_store_explicit(&ctx->memo_evictions, ms.evictions, memory_order_relaxed);
 }
 
 /* public_open_try opens this scheduler's public listener once there is
@@ -254,6 +261,9 @@ static void sched_start(struct rt_sched *s, void *ud)
         return;
     }
     store_watch_ready(ctx->store, on_store_ready, ctx);
+    size_t memo_cap = (size_t)cfg->mailbox.cache_entries / (size_t)rt_nscheds(app->rt);
+    ctx->memo = act_memo_cache_new(memo_cap);
+    act_health_start(ctx);
     uv_timer_init(loop, &ctx->stats_timer);
     ctx->stats_timer.data = ctx;
     uv_timer_start(&ctx->stats_timer, stats_tick, 1000, 1000);
@@ -298,6 +308,7 @@ static void sched_finish(struct ens_sched_ctx *ctx)
     struct store *st = ctx->store;
     stats_tick(&ctx->stats_timer); /* the last figures survive the store */
     uv_timer_stop(&ctx->stats_timer);
+    act_health_stop(ctx);
     ctx->store = NULL;
     store_free(st);
     rt_sched_stopped(ctx->sched);
@@ -347,6 +358,10 @@ static void sched_stop(struct rt_sched *s, void *ud)
 struct main_ctx {
     struct ens_app *app;
     uv_signal_t sigint, sigterm;
+#ifdef ENS_TEST_CLOCK
+    uv_signal_t sigusr2;
+    int64_t clock_step_ms;
+#endif
     uv_async_t wake;
     int stopping;
 };
@@ -361,7 +376,34 @@ static void main_stop(struct main_ctx *m, const char *why)
     uv_close((uv_handle_t *)&m->sigint, NULL);
     uv_close((uv_handle_t *)&m->sigterm, NULL);
     uv_close((uv_handle_t *)&m->wake, NULL);
+#ifdef ENS_TEST_CLOCK
+    uv_close((uv_handle_t *)&m->sigusr2, NULL);
+#endif
 }
+
+#ifdef ENS_TEST_CLOCK
+/* ensd_test only: each SIGUSR2 moves the wall clock of mailbox deadlines
+ * forward by ENS_TEST_CLOCK_STEP_MS (default one minute), so tests see
+ * "no status event for 2 x StatusFrequency" without waiting for it. */
+static void on_clock_signal(uv_signal_t *h, int signum)
+{
+    (void)signum;
+    struct main_ctx *m = h->data;
+    rt_clock_advance(m->clock_step_ms);
+    RT_LOG_W("ensd.test_clock", "clock moved forward by %lld ms", (long long)m->clock_step_ms);
+}
+
+static void test_clock_start(struct main_ctx *m, uv_loop_t *loop)
+{
+    const char *step = getenv("ENS_TEST_CLOCK_STEP_MS");
+    m->clock_step_ms = step ? strtoll(step, NULL, 10) : 60000;
+    uv_signal_init(loop, &m->sigusr2);
+    m->sigusr2.data = m;
+    uv_signal_start(&m->sigusr2, on_clock_signal, SIGUSR2);
+    RT_LOG_W("ensd.test_clock", "test build: SIGUSR2 moves the clock by %lld ms",
+             (long long)m->clock_step_ms);
+}
+#endif
 
 static void on_signal(uv_signal_t *h, int signum)
 {
@@ -463,6 +505,9 @@ int main(int argc, char **argv)
     m.sigint.data = m.sigterm.data = m.wake.data = &m;
     uv_signal_start(&m.sigint, on_signal, SIGINT);
     uv_signal_start(&m.sigterm, on_signal, SIGTERM);
+#ifdef ENS_TEST_CLOCK
+    test_clock_start(&m, loop);
+#endif
     app->main_wake = &m.wake;
 
     struct rt_sched_hooks hooks = {sched_start, sched_stop, app};
@@ -485,6 +530,8 @@ int main(int argc, char **argv)
     /* The schedulers are gone: their contexts and the shared objects go now. */
     for (int i = 0; i < rt_nscheds(app->rt); i++) {
         struct ens_sched_ctx *ctx = rt_sched_data(rt_sched_at(app->rt, i));
+        if (ctx)
+            act_memo_cache_free(ctx->memo);
         ens_free(ctx);
     }
     int code = atomic_load(&app->exit_code);

@@ -6,6 +6,12 @@
  * function of the chain, never a nested callback. */
 #include "actors/user.h"
 
+#include "actors/health.h"
+#include "actors/memo.h"
+#include "persistence/store_health.h"
+#include "runtime/b64.h"
+#include "runtime/clock.h"
+
 #include <cjson/cJSON.h>
 #include <openssl/mem.h>
 #include <stdio.h>
@@ -38,13 +44,14 @@ struct user {
     struct ens_app *app;
     char uid[ENS_ID_CHARS + 1];
     struct rt_actor *actor;
-    struct store_user *rec; /* NULL until loaded */
-    int persisted;          /* rec exists in Redis */
-    struct rt_msg *cur;     /* the message being handled */
-    struct rt_timer *status_timer, *idle_timer;
+    struct store_user *rec;      /* NULL until loaded */
+    int persisted;               /* rec exists in Redis */
+    struct rt_msg *cur;          /* the message being handled */
+    struct rt_timer *idle_timer; /* passivation once the work is done */
 
     /* Memory only, never Redis: the token of the current subscription, so the
-     * actor can repair the subscription itself (ARCHITECTURE.md). */
+     * actor can repair the subscription itself (ARCHITECTURE.md). While the
+     * actor is passivated these wait in its scheduler's memo cache. */
     struct seal_token token;
     int has_token;
     uint64_t last_checkin_push_ms;
@@ -52,7 +59,7 @@ struct user {
     int counted_state; /* the state this mailbox adds to subs_by_state, or -1 */
 
     uint64_t recent[ACT_USER_RECENT_ITEMS]; /* hashes of item ids already pushed */
-    size_t recent_next;
+    size_t recent_next, recent_count;
 
     /* The operation in progress. */
     struct {
@@ -134,7 +141,7 @@ static uint64_t user_deadline(struct user *u)
 
 static int64_t wall_now(void)
 {
-    return (int64_t)time(NULL);
+    return rt_wall_ms() / 1000;
 }
 
 static void hex_encode(const uint8_t *p, size_t n, char *out)
@@ -236,10 +243,47 @@ static int device_active_count(const struct store_user *rec)
     return n;
 }
 
-static void status_timer_arm(struct user *u)
+static void on_health_written(int err, void *ud)
 {
-    uint64_t freq = u->rec->sub.status_frequency_min ? u->rec->sub.status_frequency_min : 5;
-    rt_timer_arm(u->status_timer, 2 * freq * 60 * 1000 + ACT_USER_STATUS_SLACK_MS);
+    (void)ud;
+    /* The next callback writes it again; a subscription with no callback
+     * left is found by its devices' next check-in. */
+    if (err)
+        RT_LOG_W("user.health", "health index not written: %s", ens_err_name(err));
+}
+
+/* health_write sets when the health index wakes this mailbox (UNIX ms).
+ * Fire and forget: the answer may come after the actor has left memory, so
+ * nothing of the actor is passed along. */
+static void health_write(struct user *u, int64_t due_ms)
+{
+    STORE_CALL(store_health_set, u->uid, due_ms, user_deadline(u), on_health_written, NULL);
+}
+
+static void health_forget(struct user *u)
+{
+    STORE_CALL(store_health_del, u->uid, user_deadline(u), on_health_written, NULL);
+}
+
+/* status_due_ms is when a status event is overdue: 2 x StatusFrequency after
+ * the last callback, plus slack (UNIX ms). */
+static int64_t status_due_ms(const struct store_sub *sub)
+{
+    int64_t freq = sub->status_frequency_min ? sub->status_frequency_min : 5;
+    return sub->last_status_at * 1000 + 2 * freq * 60 * 1000 + ACT_USER_STATUS_SLACK_MS;
+}
+
+/* health_arm expects the next status event of the active subscription. */
+static void health_arm(struct user *u)
+{
+    health_write(u, status_due_ms(&u->rec->sub));
+}
+
+/* health_recheck wakes a stale or lost mailbox again when its devices may be
+ * asked to check in once more. */
+static void health_recheck(struct user *u)
+{
+    health_write(u, rt_wall_ms() + ACT_USER_CHECKIN_EVERY_MS);
 }
 
 static uint64_t item_hash(const char *id)
@@ -266,6 +310,8 @@ static void item_remember(struct user *u, const char *id)
 {
     u->recent[u->recent_next] = item_hash(id);
     u->recent_next = (u->recent_next + 1) % ACT_USER_RECENT_ITEMS;
+    if (u->recent_count < ACT_USER_RECENT_ITEMS)
+        u->recent_count++;
 }
 
 /* ---- Saving ---- */
@@ -555,7 +601,7 @@ static void on_subscribed_saved(struct user *u, int err)
     }
     if (strcmp(u->op.old_cred_id, u->op.new_cred_id) != 0)
         cred_delete(u, u->op.old_cred_id);
-    status_timer_arm(u);
+    health_arm(u);
     u->op.then(u, 0);
 }
 
@@ -932,6 +978,7 @@ static void on_getitem(const struct ews_result *r, void *ud)
         RT_LOG_W("ews.getitem", "user=%s credentials refused: subscription lost", u->uid);
         u->rec->sub.state = STORE_SUB_LOST;
         push_checkin(u);
+        health_recheck(u);
         user_save(u, step_finish);
         return;
     }
@@ -973,6 +1020,7 @@ static void on_repair_subscribed(struct user *u, int status)
     if (status) {
         u->rec->sub.state = STORE_SUB_STALE;
         push_checkin(u);
+        health_recheck(u);
         user_save(u, step_finish);
         return;
     }
@@ -1027,7 +1075,7 @@ static void callback_process(struct user *u)
     }
     if (rec->sub.state != STORE_SUB_ACTIVE)
         rec->sub.state = STORE_SUB_ACTIVE;
-    status_timer_arm(u);
+    health_arm(u);
     if (u->op.n_items) {
         rt_buf_reset(&u->op.soap);
         int rc =
@@ -1145,12 +1193,28 @@ static void on_repair_cred(int err, struct span blob, void *ud)
     user_subscribe(u, on_repair_subscribed);
 }
 
-static void on_status_overdue(struct user *u, struct rt_msg *m)
+/* on_health_due: the health index says this mailbox is due a look. It judges
+ * for itself, since a callback may have come after the index was read. */
+static void on_health_due(struct user *u, struct rt_msg *m)
 {
     (void)m;
     struct store_user *rec = u->rec;
-    if (!u->persisted ||
-        (rec->sub.state != STORE_SUB_ACTIVE && rec->sub.state != STORE_SUB_STALE)) {
+    enum store_sub_state st = u->persisted ? rec->sub.state : STORE_SUB_NONE;
+    if (st != STORE_SUB_ACTIVE && st != STORE_SUB_STALE && st != STORE_SUB_LOST) {
+        if (u->persisted)
+            health_forget(u); /* nothing to watch: ended, blocked, never made */
+        user_done(u);
+        return;
+    }
+    if (st == STORE_SUB_ACTIVE && status_due_ms(&rec->sub) > rt_wall_ms()) {
+        health_arm(u); /* a status event came meanwhile: not overdue yet */
+        user_done(u);
+        return;
+    }
+    if (st == STORE_SUB_LOST) {
+        /* Exchange ended it: only a check-in with credentials helps. */
+        push_checkin(u);
+        health_recheck(u);
         user_done(u);
         return;
     }
@@ -1165,17 +1229,77 @@ static void on_status_overdue(struct user *u, struct rt_msg *m)
     }
     rec->sub.state = STORE_SUB_STALE;
     push_checkin(u);
-    status_timer_arm(u);
+    health_recheck(u);
     user_save(u, step_finish);
 }
 
+/* memo_key is the mailbox id as the memo cache keys it (decoded); 0 or -1. */
+static int memo_key(const char *uid, uint8_t key[ACT_MEMO_KEY_SIZE])
+{
+    struct rt_buf b;
+    rt_buf_init(&b, 32);
+    int rc = b64_decode(&b, span_cstr(uid), 1);
+    if (rc == 0 && b.len == ACT_MEMO_KEY_SIZE)
+        memcpy(key, b.data, ACT_MEMO_KEY_SIZE);
+    else
+        rc = -1;
+    rt_buf_cleanup(&b);
+    return rc;
+}
+
+/* memo_save leaves what must outlive the actor in its scheduler's cache. */
+static void memo_save(struct user *u)
+{
+    struct ens_sched_ctx *ctx = ens_sched_ctx_current();
+    uint8_t key[ACT_MEMO_KEY_SIZE];
+    if (ctx == NULL || ctx->memo == NULL || memo_key(u->uid, key) != 0)
+        return;
+    if (!u->has_token && u->last_checkin_push_ms == 0 && u->recent_count == 0)
+        return; /* nothing worth a slot */
+    struct act_memo m;
+    memset(&m, 0, sizeof(m));
+    m.has_token = (uint8_t)u->has_token;
+    if (u->has_token)
+        m.token = u->token;
+    for (size_t i = 0; i < ACT_MEMO_RECENT; i++) /* the newest, oldest first */
+        m.recent[i] = u->recent[(u->recent_next + ACT_USER_RECENT_ITEMS - ACT_MEMO_RECENT + i) %
+                                ACT_USER_RECENT_ITEMS];
+    m.last_checkin_ms = u->last_checkin_push_ms;
+    act_memo_put(ctx->memo, key, &m);
+    OPENSSL_cleanse(&m, sizeof(m));
+}
+
+static void memo_restore(struct user *u, struct ens_sched_ctx *ctx)
+{
+    uint8_t key[ACT_MEMO_KEY_SIZE];
+    struct act_memo m;
+    if (ctx == NULL || ctx->memo == NULL || memo_key(u->uid, key) != 0 ||
+        !act_memo_take(ctx->memo, key, &m))
+        return;
+    u->has_token = m.has_token;
+    if (m.has_token)
+        u->token = m.token;
+    for (size_t i = 0; i < ACT_MEMO_RECENT; i++) {
+        if (m.recent[i] == 0)
+            continue;
+        u->recent[u->recent_next] = m.recent[i];
+        u->recent_next = (u->recent_next + 1) % ACT_USER_RECENT_ITEMS;
+        u->recent_count++;
+    }
+    u->last_checkin_push_ms = m.last_checkin_ms;
+    OPENSSL_cleanse(&m, sizeof(m));
+}
+
+/* on_idle: the work is done; the actor leaves memory unless messages came
+ * meanwhile (they go first, and each re-arms the timer). */
 static void on_idle(struct user *u, struct rt_msg *m)
 {
     (void)m;
     user_done(u);
-    /* Messages that came meanwhile go first; each re-arms the idle timer. */
-    if (rt_actor_passivate(u->actor) == 0)
-        atomic_fetch_add_explicit(&u->app->counters.hibernations, 1, memory_order_relaxed);
+    if (rt_actor_passivate(u->actor) != 0)
+        return;
+    memo_save(u);
+    atomic_fetch_add_explicit(&u->app->counters.hibernations, 1, memory_order_relaxed);
 }
 
 /* ---- Devices: unsubscribe, block, unblock, remove ---- */
@@ -1193,7 +1317,7 @@ static void end_subscription(struct user *u, enum store_sub_state state)
     sub->state = state;
     seal_token_cleanup(&u->token);
     u->has_token = 0;
-    rt_timer_disarm(u->status_timer);
+    health_forget(u);
     RT_LOG_I("user.subscription", "user=%s subscription ended (%s)", u->uid,
              store_sub_state_name(state));
 }
@@ -1337,7 +1461,7 @@ struct user_handler {
 
 static const struct user_handler kHandlers[] = {
     {ACT_MSG_ENROLL, 1, on_enroll},           {ACT_MSG_CALLBACK, 1, on_callback},
-    {ACT_MSG_PUSH_RESULT, 1, on_push_result}, {ACT_MSG_TIMER_STATUS, 1, on_status_overdue},
+    {ACT_MSG_PUSH_RESULT, 1, on_push_result}, {ACT_MSG_HEALTH_DUE, 1, on_health_due},
     {ACT_MSG_TIMER_IDLE, 0, on_idle},         {ACT_MSG_DEVICE_OP, 1, on_device_op},
     {ACT_MSG_INSPECT, 1, on_inspect},
 };
@@ -1372,8 +1496,6 @@ static void on_loaded(int err, struct store_user *rec, void *ud)
     } else {
         u->rec = rec;
         u->persisted = 1;
-        if (rec->sub.state == STORE_SUB_ACTIVE)
-            status_timer_arm(u);
     }
     handler_for(u->cur->type)->fn(u, u->cur);
 }
@@ -1383,7 +1505,6 @@ static void user_receive(struct rt_actor *a, struct rt_msg *m)
     struct user *u = rt_actor_state(a);
     if (u->actor == NULL) {
         u->actor = a;
-        u->status_timer = rt_timer_new(a, ACT_MSG_TIMER_STATUS);
         u->idle_timer = rt_timer_new(a, ACT_MSG_TIMER_IDLE);
     }
     const struct user_handler *h = handler_for(m->type);
@@ -1391,7 +1512,11 @@ static void user_receive(struct rt_actor *a, struct rt_msg *m)
         rt_msg_free(m);
         return;
     }
-    rt_timer_arm(u->idle_timer, ACT_USER_IDLE_MS);
+    /* Over the resident cap, leave as soon as the work is done. */
+    const struct ens_config *cfg = u->app->cfg;
+    rt_timer_arm(u->idle_timer, rt_keyed_resident(u->app->rt) > (size_t)cfg->mailbox.max_resident
+                                    ? 0
+                                    : (uint64_t)cfg->mailbox.passivate_after_ms);
     rt_actor_suspend(a);
     u->cur = m;
     if (h->needs_record && u->rec == NULL) {
@@ -1423,12 +1548,12 @@ static const struct rt_actor_type kUserActor = {"user", user_receive, user_destr
 
 static void *user_activate(struct rt_sched *s, const char *key, size_t len, void *app)
 {
-    (void)s;
     struct user *u = ens_calloc(1, sizeof(*u));
     u->app = app;
     u->counted_state = -1;
     snprintf(u->uid, sizeof(u->uid), "%.*s", (int)len, key);
     op_reset(u);
+    memo_restore(u, rt_sched_data(s));
     return u;
 }
 

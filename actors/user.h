@@ -19,7 +19,6 @@
 #include "protocols/soap_ews.h"
 #include "runtime/buf.h"
 
-#define ACT_USER_IDLE_MS          (30 * 60 * 1000) /* hibernate after this long without a message */
 #define ACT_USER_STATUS_SLACK_MS  (60 * 1000)      /* grace on top of 2 x StatusFrequency */
 #define ACT_USER_CHECKIN_EVERY_MS (20 * 60 * 1000) /* at most 3 check-in requests an hour */
 #define ACT_USER_RECENT_ITEMS     64               /* item ids remembered to drop duplicates */

@@ -1,6 +1,7 @@
 # persistence/: the Redis store (connection, mailbox domain, admin state).
 ens_module(ens_store
   SOURCES persistence/store_redis.c persistence/store_uv.c persistence/store_user.c
+          persistence/store_health.c
           persistence/store_admin.c
   LIBS ens_base PkgConfig::UV PkgConfig::HIREDIS PkgConfig::CJSON ens_boringssl m)
 

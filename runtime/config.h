@@ -69,6 +69,11 @@ struct ens_config {
         char *ca_file;
     } fcm;
     struct {
+        int passivate_after_ms; /* a mailbox actor leaves memory this long after its work */
+        int max_resident;       /* past this many, it leaves at once */
+        int cache_entries;      /* memos of passivated mailboxes, all schedulers together */
+    } mailbox;
+    struct {
         int expiry_s;          /* a push not accepted by then is dropped and counted */
         int retry_max_ms;      /* back-off cap between tries */
         int stream_timeout_ms; /* a first try's stream deadline; doubles per timeout, 4x cap */

@@ -19,3 +19,13 @@ if(ENS_TESTS AND NOT ENS_FUZZ)
   set_tests_properties(enroll_guard_test PROPERTIES TIMEOUT 300 LABELS integration
                        ENVIRONMENT "ASAN_OPTIONS=detect_leaks=1:abort_on_error=1")
 endif()
+
+# Passivation and the health index: a mailbox out of memory is still watched; a silently
+# dropped subscription is re-created by ensd alone, or its device asked to check in.
+if(ENS_TESTS AND NOT ENS_FUZZ)
+  add_test(NAME health_test
+           COMMAND /usr/bin/python3 ${PROJECT_SOURCE_DIR}/tests/integration/health_test.py
+                   $<TARGET_FILE:ensd_test> ${CMAKE_BINARY_DIR}/health-work)
+  set_tests_properties(health_test PROPERTIES TIMEOUT 180 LABELS integration
+                       ENVIRONMENT "ASAN_OPTIONS=detect_leaks=1:abort_on_error=1")
+endif()

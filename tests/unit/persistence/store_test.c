@@ -11,6 +11,7 @@
 #include <uv.h>
 
 #include "persistence/store_admin.h"
+#include "persistence/store_health.h"
 #include "persistence/store_redis.h"
 #include "persistence/store_user.h"
 #include "runtime/err.h"
@@ -497,6 +498,104 @@ static void test_request_claim(void **state)
     assert_int_equal(store_request_claim(S, "x}", digest, 10, dl(2000), on_done, &r), ENS_EINVAL);
 }
 
+struct take_res {
+    int done, err;
+    size_t n;
+    char uids[8][STORE_ID_CHARS + 1];
+    int64_t due;
+};
+
+static void on_take(int err, const char *const *uids, size_t n, void *ud)
+{
+    struct take_res *r = ud;
+    r->err = err;
+    r->n = n;
+    for (size_t i = 0; i < n && i < 8; i++)
+        snprintf(r->uids[i], sizeof(r->uids[i]), "%s", uids[i]);
+    r->done = 1;
+}
+
+static void on_due(int err, int64_t due, void *ud)
+{
+    struct take_res *r = ud;
+    r->err = err;
+    r->due = due;
+    r->done = 1;
+}
+
+static struct take_res take(int shard, int64_t now, int64_t lease, size_t max)
+{
+    struct take_res r = {0};
+    assert_int_equal(store_health_take(S, shard, now, lease, max, dl(2000), on_take, &r), 0);
+    assert_true(run_until(&r.done, 3000));
+    assert_int_equal(r.err, 0);
+    return r;
+}
+
+static int64_t due_of(const char *uid)
+{
+    struct take_res r = {0};
+    assert_int_equal(store_health_due_get(S, uid, dl(2000), on_due, &r), 0);
+    assert_true(run_until(&r.done, 3000));
+    assert_int_equal(r.err, 0);
+    return r.due;
+}
+
+static void health_set(const char *uid, int64_t due)
+{
+    struct res r = {0};
+    assert_int_equal(store_health_set(S, uid, due, dl(2000), on_done, &r), 0);
+    assert_true(run_until(&r.done, 3000));
+    assert_int_equal(r.err, 0);
+}
+
+/* The health index: what is due is taken once and leased, what is not due
+ * stays, a later set replaces the due time, a delete forgets the mailbox, and
+ * a member we never wrote is never handed on as a mailbox id. */
+static void test_health_index(void **state)
+{
+    char a[STORE_ID_CHARS + 1], b[STORE_ID_CHARS + 1];
+    /* two mailboxes of one shard */
+    store_id_new(a);
+    do
+        store_id_new(b);
+    while (store_health_shard(b) != store_health_shard(a));
+    int shard = store_health_shard(a);
+    assert_true(shard >= 0 && shard < STORE_HEALTH_SHARDS);
+    health_set(a, 1000);
+    health_set(b, 5000);
+    assert_int_equal(due_of(a), 1000);
+    struct take_res t = take(shard, 2000, 60000, 10);
+    assert_int_equal(t.n, 1);
+    assert_string_equal(t.uids[0], a);
+    assert_int_equal(due_of(a), 62000); /* leased */
+    assert_int_equal(take(shard, 2000, 60000, 10).n, 0);
+    t = take(shard, 70000, 1000, 1); /* both due: the limit holds */
+    assert_int_equal(t.n, 1);
+    t = take(shard, 70000, 1000, 10);
+    assert_int_equal(t.n, 1);
+    /* the mailbox writes its real next due time over the lease */
+    health_set(a, 900000);
+    assert_int_equal(due_of(a), 900000);
+    struct res r = {0};
+    assert_int_equal(store_health_del(S, a, dl(2000), on_done, &r), 0);
+    assert_true(run_until(&r.done, 3000));
+    assert_int_equal(due_of(a), 0);
+    /* junk in the key is skipped */
+    char cmd[96];
+    snprintf(cmd, sizeof(cmd), "ZADD ens:health:{h%02d} 1 x}not-an-id", shard);
+    assert_int_equal(redis_fixture_cmd(&F, cmd), 0);
+    t = take(shard, 10000000, 1000, 10);
+    assert_int_equal(t.n, 1);
+    assert_string_equal(t.uids[0], b);
+    assert_int_equal(store_health_set(S, "x}", 1, dl(2000), on_done, &r), ENS_EINVAL);
+    assert_int_equal(store_health_take(S, STORE_HEALTH_SHARDS, 1, 1, 1, dl(2000), on_take, &r),
+                     ENS_EINVAL);
+    assert_int_equal(
+        store_health_take(S, 0, 1, 1, STORE_HEALTH_MAX_TAKE + 1, dl(2000), on_take, &r),
+        ENS_EINVAL);
+}
+
 static void test_not_found(void **state)
 {
     char uid[STORE_ID_CHARS + 1];
@@ -819,6 +918,7 @@ int main(void)
         cmocka_unit_test_setup(test_cred_blobs_are_binary_safe, flush),
         cmocka_unit_test_setup(test_request_claim, flush),
         cmocka_unit_test_setup(test_not_found, flush),
+        cmocka_unit_test_setup(test_health_index, flush),
         cmocka_unit_test_setup(test_delete_removes_everything, flush),
         cmocka_unit_test_setup(test_mailbox_is_small, flush),
         cmocka_unit_test_setup(test_deadline_expiry, flush),
