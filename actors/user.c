@@ -1201,8 +1201,9 @@ static void on_health_due(struct user *u, struct rt_msg *m)
     struct store_user *rec = u->rec;
     enum store_sub_state st = u->persisted ? rec->sub.state : STORE_SUB_NONE;
     if (st != STORE_SUB_ACTIVE && st != STORE_SUB_STALE && st != STORE_SUB_LOST) {
-        if (u->persisted)
-            health_forget(u); /* nothing to watch: ended, blocked, never made */
+        /* Nothing to watch (ended, blocked, or the mailbox is gone): without
+         * this the lease would bring it back every minute. */
+        health_forget(u);
         user_done(u);
         return;
     }

@@ -160,6 +160,20 @@ class Health(unittest.TestCase):
         time.sleep(2)
         self.assertEqual(len(self.checkins()), 1)
 
+    def test_4_a_due_entry_with_no_mailbox_leaves_the_index(self):
+        """An entry whose mailbox is gone (deleted, or never was) is woken
+        once and forgotten, not leased again every minute."""
+        ghost = "AAAAAAAAAAAAAAAAAAAAAA"  # a well-formed id no mailbox has
+        shard = None
+        h = 2166136261
+        for ch in ghost.encode():
+            h = ((h ^ ch) * 16777619) & 0xffffffff
+        shard = h % 16
+        key = "ens:health:{h%02d}" % shard
+        self.s.redis_cli("ZADD", key, "1", ghost)
+        ensstack.wait_for(lambda: self.s.redis_cli("ZSCORE", key, ghost).strip() == "", 15,
+                          "the ghost entry to leave the index")
+
 
 if __name__ == "__main__":
     ENSD, WORK = sys.argv[1], sys.argv[2]
