@@ -417,6 +417,10 @@ static const struct metric_row kCounters[] = {
     {"ens_callbacks_total", "result=\"malformed\"", NULL, COUNTER(callbacks_bad)},
     {"ens_actor_hibernations_total", "", "Mailbox actors passivated once their work was done",
      COUNTER(hibernations)},
+    {"ens_callback_cred_reads_total", "",
+     "Callbacks that read and opened the sealed credentials (the others needed no Exchange call "
+     "and came with the token already proven)",
+     COUNTER(callback_cred_reads)},
     {"ens_health_due_total", "", "Mailboxes the health index woke for a look at their subscription",
      COUNTER(health_due)},
     {"ens_enrollments_total", "kind=\"subscribe\"", "Device API enrollments", COUNTER(subscribes)},

@@ -61,6 +61,7 @@ struct ens_counters {
     _Atomic uint64_t callbacks_unjudged;       /* callbacks answered 503: keys or Redis not there */
     _Atomic uint64_t hibernations;             /* mailbox actors passivated */
     _Atomic uint64_t health_due;               /* mailboxes the health index woke */
+    _Atomic uint64_t callback_cred_reads;      /* callbacks that read and opened the sealed blob */
     _Atomic int64_t subs_by_state[ENS_SUB_STATES]; /* resident mailboxes only */
     struct rt_histogram callback_to_push;          /* Exchange callback in, APNs 200 out */
 };

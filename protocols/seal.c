@@ -110,6 +110,16 @@ int seal_token_parse(struct span text, struct seal_token *out)
     return rc;
 }
 
+int seal_token_equal(const struct seal_token *a, const struct seal_token *b)
+{
+    /* field by field: the struct has padding */
+    int diff = (a->version != b->version) | (a->skid != b->skid);
+    diff |= CRYPTO_memcmp(a->uid, b->uid, sizeof(a->uid)) != 0;
+    diff |= CRYPTO_memcmp(a->cred_id, b->cred_id, sizeof(a->cred_id)) != 0;
+    diff |= CRYPTO_memcmp(a->k, b->k, sizeof(a->k)) != 0;
+    return !diff;
+}
+
 void seal_token_cleanup(struct seal_token *t)
 {
     OPENSSL_cleanse(t, sizeof(*t));

@@ -63,6 +63,10 @@ void seal_token_encode(const struct seal_token *t, char out[SEAL_TOKEN_CHARS + 1
  * only on success. */
 int seal_token_parse(struct span text, struct seal_token *out);
 
+/* seal_token_equal returns 1 when |a| and |b| are the same token (every
+ * field, K included), comparing in constant time; 0 otherwise. */
+int seal_token_equal(const struct seal_token *a, const struct seal_token *b);
+
 /* seal_token_cleanup wipes |t|, K included. */
 void seal_token_cleanup(struct seal_token *t);
 

@@ -92,6 +92,7 @@ class Health(unittest.TestCase):
         s = self.s
         callbacks0 = self.metric('ens_callbacks_total{result="ok"}')
         passivations0 = self.metric("ens_actor_hibernations_total")
+        cred_reads0 = self.metric("ens_callback_cred_reads_total")
         # Over a few status events the actor comes and goes: it is seen out of
         # memory between them, while they keep being answered OK.
         seen_zero = 0
@@ -103,6 +104,9 @@ class Health(unittest.TestCase):
         self.assertGreater(seen_zero, 5, "the mailbox actor never left memory")
         self.assertGreaterEqual(self.metric('ens_callbacks_total{result="ok"}'), callbacks0 + 2)
         self.assertGreaterEqual(self.metric("ens_actor_hibernations_total"), passivations0 + 2)
+        # Status events with the token already proven read no sealed blob,
+        # even across passivation (the token waits in the memo cache).
+        self.assertEqual(self.metric("ens_callback_cred_reads_total"), cred_reads0)
         # The subscription is active and its next look is about 3 minutes out.
         self.assertEqual(self.state()["state"], "active")
         due = self.due_ms()
