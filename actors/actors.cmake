@@ -1,6 +1,7 @@
 ens_module(ens_actors
   SOURCES actors/memo.c actors/health.c actors/reply.c actors/ids.c actors/keys.c actors/admin_keys.c actors/push.c
-          actors/ews.c actors/user.c actors/http_api.c actors/admin_api.c
+          actors/ews.c actors/user.c actors/user_push.c actors/user_subscribe.c
+          actors/user_callback.c actors/user_devices.c actors/http_api.c actors/admin_api.c
   LIBS ens_rt ens_ratelimit ens_http ens_apns ens_fcm ens_enroll ens_soap ens_jose ens_store ens_config ens_base
        ens_boringssl PkgConfig::CJSON)
 
