@@ -77,23 +77,35 @@ void user_hex_encode(const uint8_t *p, size_t n, char *out)
     out[2 * n] = '\0';
 }
 
-static void op_reset(struct user *u)
+/* op_end wipes and frees the scratch of the message just handled. */
+static void op_end(struct user *u)
 {
-    rt_buf_cleanup_secret(&u->op.creds);
-    rt_buf_cleanup(&u->op.soap);
-    rt_buf_cleanup(&u->op.blob);
-    seal_token_cleanup(&u->op.token);
-    OPENSSL_cleanse(u->op.device_key, sizeof(u->op.device_key));
-    for (size_t i = 0; i < u->op.n_items; i++)
-        ens_free(u->op.items[i]);
-    for (size_t i = 0; i < u->op.n_fetched; i++) {
-        ens_free(u->op.fetched[i].sender);
-        ens_free(u->op.fetched[i].subject);
+    if (u->op == NULL)
+        return;
+    rt_buf_cleanup_secret(&u->op->creds);
+    rt_buf_cleanup(&u->op->soap);
+    rt_buf_cleanup(&u->op->blob);
+    seal_token_cleanup(&u->op->token);
+    OPENSSL_cleanse(u->op->device_key, sizeof(u->op->device_key));
+    for (size_t i = 0; i < u->op->n_items; i++)
+        ens_free(u->op->items[i]);
+    for (size_t i = 0; i < u->op->n_fetched; i++) {
+        ens_free(u->op->fetched[i].sender);
+        ens_free(u->op->fetched[i].subject);
     }
-    memset(&u->op, 0, sizeof(u->op));
-    rt_buf_init_secret(&u->op.creds, SEAL_MAX_CREDS);
-    rt_buf_init(&u->op.soap, USER_MAX_SOAP);
-    rt_buf_init(&u->op.blob, STORE_MAX_CRED_BLOB);
+    OPENSSL_cleanse(u->op, sizeof(*u->op));
+    ens_free(u->op);
+    u->op = NULL;
+}
+
+/* op_begin gives the message about to be handled a fresh scratch. */
+static void op_begin(struct user *u)
+{
+    op_end(u);
+    u->op = ens_calloc(1, sizeof(*u->op));
+    rt_buf_init_secret(&u->op->creds, SEAL_MAX_CREDS);
+    rt_buf_init(&u->op->soap, USER_MAX_SOAP);
+    rt_buf_init(&u->op->blob, STORE_MAX_CRED_BLOB);
 }
 
 /* gauge_sync moves this mailbox between the subscriptions-by-state gauges
@@ -117,7 +129,7 @@ void user_done(struct user *u)
     gauge_sync(u);
     rt_msg_free(u->cur);
     u->cur = NULL;
-    op_reset(u);
+    op_end(u);
     rt_actor_resume(u->actor);
 }
 
@@ -247,18 +259,18 @@ static void on_saved(int err, void *ud)
     } else {
         u->persisted = 1;
     }
-    u->op.saved_then(u, err);
+    u->op->saved_then(u, err);
 }
 
 /* user_save writes the record in one transaction, then continues with |then|. */
 void user_save(struct user *u, user_step_fn then)
 {
     u->rec->updated_at = user_wall_now();
-    u->op.saved_then = then;
+    u->op->saved_then = then;
     const char *removed[STORE_MAX_DEVICES];
-    for (size_t i = 0; i < u->op.n_removed; i++)
-        removed[i] = u->op.removed[i];
-    int rc = STORE_CALL(store_user_save, u->rec, removed, u->op.n_removed, user_deadline(u),
+    for (size_t i = 0; i < u->op->n_removed; i++)
+        removed[i] = u->op->removed[i];
+    int rc = STORE_CALL(store_user_save, u->rec, removed, u->op->n_removed, user_deadline(u),
                         on_saved, u);
     if (rc)
         then(u, rc);
@@ -425,6 +437,7 @@ static void user_receive(struct rt_actor *a, struct rt_msg *m)
                                     : (uint64_t)cfg->mailbox.passivate_after_ms);
     rt_actor_suspend(a);
     u->cur = m;
+    op_begin(u);
     if (h->needs_record && u->rec == NULL) {
         int rc = STORE_CALL(store_user_load, u->uid, user_deadline(u), on_loaded, u);
         if (rc)
@@ -441,10 +454,7 @@ static void user_destroy(struct rt_actor *a)
     u->rec = NULL;
     gauge_sync(u);
     rt_msg_free(u->cur);
-    op_reset(u);
-    rt_buf_cleanup(&u->op.creds);
-    rt_buf_cleanup(&u->op.soap);
-    rt_buf_cleanup(&u->op.blob);
+    op_end(u);
     seal_token_cleanup(&u->token);
     store_user_free(u->rec);
     ens_free(u);
@@ -458,7 +468,6 @@ static void *user_activate(struct rt_sched *s, const char *key, size_t len, void
     u->app = app;
     u->counted_state = -1;
     snprintf(u->uid, sizeof(u->uid), "%.*s", (int)len, key);
-    op_reset(u);
     memo_restore(u, rt_sched_data(s));
     return u;
 }

@@ -33,8 +33,8 @@ static void on_repair_subscribed(struct user *u, int status);
  * Exchange replays what was missed (the recent-items ring drops repeats). */
 static void callback_finish(struct user *u)
 {
-    if (u->op.gap) {
-        snprintf(u->rec->sub.watermark, sizeof(u->rec->sub.watermark), "%s", u->op.gap_watermark);
+    if (u->op->gap) {
+        snprintf(u->rec->sub.watermark, sizeof(u->rec->sub.watermark), "%s", u->op->gap_watermark);
         user_subscribe(u, on_repair_subscribed);
         return;
     }
@@ -47,7 +47,7 @@ static void on_getfolder(const struct ews_result *r, void *ud)
     struct soap_ews_getfolder_resp resp = {0};
     if (r->err == 0 && soap_ews_getfolder_parse(r->body, &resp) == 0 && resp.has_unread_count) {
         if (u->rec->badge != (int)resp.unread_count)
-            u->op.badge_changed = 1;
+            u->op->badge_changed = 1;
         u->rec->badge = (int)resp.unread_count;
     } else {
         RT_LOG_W("ews.getfolder", "user=%s unread count unavailable (%s)", u->uid,
@@ -59,11 +59,11 @@ static void on_getfolder(const struct ews_result *r, void *ud)
 
 static void fetch_badge(struct user *u)
 {
-    rt_buf_reset(&u->op.soap);
-    int rc = soap_ews_getfolder_build(&u->op.soap, u->rec->email, 0);
+    rt_buf_reset(&u->op->soap);
+    int rc = soap_ews_getfolder_build(&u->op->soap, u->rec->email, 0);
     if (rc == 0)
         rc = ews_call(rt_actor_loop(u->actor), u->app, ENS_EWS_GETFOLDER, u->rec->ews_url,
-                      u->rec->email, rt_buf_span(&u->op.creds), &u->op.soap, on_getfolder, u);
+                      u->rec->email, rt_buf_span(&u->op->creds), &u->op->soap, on_getfolder, u);
     if (rc)
         after_fetch(u);
 }
@@ -81,11 +81,11 @@ static void on_getitem(const struct ews_result *r, void *ud)
     }
     struct soap_ews_getitem_resp resp = {0};
     if (r->err == 0 && soap_ews_getitem_parse(r->body, &resp) == 0) {
-        for (size_t i = 0; i < resp.n_items && u->op.n_fetched < ACT_USER_MAX_FETCH; i++) {
+        for (size_t i = 0; i < resp.n_items && u->op->n_fetched < ACT_USER_MAX_FETCH; i++) {
             struct soap_ews_item *it = &resp.items[i];
             if (it->st.cls != SOAP_EWS_SUCCESS || it->is_read == 1)
                 continue; /* gone (moved by a rule) or already read elsewhere */
-            struct fetched_item *f = &u->op.fetched[u->op.n_fetched++];
+            struct fetched_item *f = &u->op->fetched[u->op->n_fetched++];
             const char *sender = it->from_name && it->from_name[0] ? it->from_name : it->from_email;
             f->sender = ens_strdup(sender ? sender : "");
             f->subject = ens_strdup(it->subject ? it->subject : "");
@@ -100,11 +100,11 @@ static void on_getitem(const struct ews_result *r, void *ud)
 
 static void after_fetch(struct user *u)
 {
-    for (size_t i = 0; i < u->op.n_fetched; i++)
-        user_push_new_mail(u, &u->op.fetched[i]);
-    if (u->op.n_fetched == 0 && u->op.badge_changed)
+    for (size_t i = 0; i < u->op->n_fetched; i++)
+        user_push_new_mail(u, &u->op->fetched[i]);
+    if (u->op->n_fetched == 0 && u->op->badge_changed)
         user_push_badge(u);
-    u->rec->counters.notifications += u->op.n_fetched;
+    u->rec->counters.notifications += u->op->n_fetched;
     callback_finish(u);
 }
 
@@ -129,7 +129,7 @@ static void callback_process(struct user *u)
     struct act_callback_msg *c = (struct act_callback_msg *)u->cur;
     struct store_user *rec = u->rec;
     int error_seen = 0;
-    u->op.t0_ns = c->t0_ns;
+    u->op->t0_ns = c->t0_ns;
     uint32_t folder_unread = 0;
     int have_folder_unread = 0;
     for (size_t i = 0; i < c->batch.n_msgs; i++) {
@@ -139,20 +139,20 @@ static void callback_process(struct user *u)
         struct soap_notification *n = nm->notification;
         if (n == NULL)
             continue;
-        if (n->previous_watermark && rec->sub.watermark[0] && !u->op.gap &&
+        if (n->previous_watermark && rec->sub.watermark[0] && !u->op->gap &&
             strcmp(n->previous_watermark, rec->sub.watermark) != 0) {
             RT_LOG_W("ews.callback", "user=%s watermark gap: a notification was missed", u->uid);
-            u->op.gap = 1;
-            snprintf(u->op.gap_watermark, sizeof(u->op.gap_watermark), "%s", rec->sub.watermark);
+            u->op->gap = 1;
+            snprintf(u->op->gap_watermark, sizeof(u->op->gap_watermark), "%s", rec->sub.watermark);
         }
         for (size_t k = 0; k < n->n_events; k++) {
             struct soap_event *ev = &n->events[k];
             if (ev->watermark)
                 snprintf(rec->sub.watermark, sizeof(rec->sub.watermark), "%s", ev->watermark);
             if (ev->type == SOAP_EVENT_NEW_MAIL && ev->item_id && !user_item_seen(u, ev->item_id) &&
-                u->op.n_items < ACT_USER_MAX_FETCH) {
+                u->op->n_items < ACT_USER_MAX_FETCH) {
                 user_item_remember(u, ev->item_id);
-                u->op.items[u->op.n_items++] = ens_strdup(ev->item_id);
+                u->op->items[u->op->n_items++] = ens_strdup(ev->item_id);
             } else if (ev->type == SOAP_EVENT_MODIFIED && ev->folder_id && ev->has_unread_count) {
                 folder_unread = ev->unread_count;
                 have_folder_unread = 1;
@@ -173,13 +173,13 @@ static void callback_process(struct user *u)
     if (rec->sub.state != STORE_SUB_ACTIVE)
         rec->sub.state = STORE_SUB_ACTIVE;
     user_health_arm(u);
-    if (u->op.n_items) {
-        rt_buf_reset(&u->op.soap);
+    if (u->op->n_items) {
+        rt_buf_reset(&u->op->soap);
         int rc =
-            soap_ews_getitem_build(&u->op.soap, (const char *const *)u->op.items, u->op.n_items);
+            soap_ews_getitem_build(&u->op->soap, (const char *const *)u->op->items, u->op->n_items);
         if (rc == 0)
             rc = ews_call(rt_actor_loop(u->actor), u->app, ENS_EWS_GETITEM, rec->ews_url,
-                          rec->email, rt_buf_span(&u->op.creds), &u->op.soap, on_getitem, u);
+                          rec->email, rt_buf_span(&u->op->creds), &u->op->soap, on_getitem, u);
         if (rc == 0)
             return;
         RT_LOG_W("ews.getitem", "user=%s cannot start the fetch: %s", u->uid, ens_err_name(rc));
@@ -197,7 +197,7 @@ static void on_callback_cred(int err, struct span blob, void *ud)
     struct act_callback_msg *c = (struct act_callback_msg *)u->cur;
     struct act_keyset *ks = ens_app_keys(u->app);
     const uint8_t *key = act_keyset_seal_key(ks, c->token.skid);
-    int rc = err ? err : (key ? seal_open_creds(&c->token, key, blob, &u->op.creds) : ENS_ECRYPTO);
+    int rc = err ? err : (key ? seal_open_creds(&c->token, key, blob, &u->op->creds) : ENS_ECRYPTO);
     if (err == ENS_ESTORE || err == ENS_ETIMEDOUT || err == ENS_ECANCELED || ks == NULL) {
         /* Not Unsubscribe (the subscription is fine) and not OK (the events
          * would be lost): Exchange resends the same notification later. */
@@ -304,8 +304,8 @@ void user_on_push_result(struct user *u, struct rt_msg *m)
     if (r->cls == ACT_PUSH_UNREGISTERED) {
         RT_LOG_I("user.device", "user=%s device=%s removed: the push service says %s", u->uid,
                  d->device_id, r->reason);
-        snprintf(u->op.removed[0], sizeof(u->op.removed[0]), "%s", d->device_id);
-        u->op.n_removed = 1;
+        snprintf(u->op->removed[0], sizeof(u->op->removed[0]), "%s", d->device_id);
+        u->op->n_removed = 1;
         store_user_remove_device(u->rec, r->device_id);
     }
     user_save(u, user_step_finish);
@@ -315,7 +315,7 @@ static void on_repair_cred(int err, struct span blob, void *ud)
 {
     struct user *u = ud;
     const uint8_t *key = act_keyset_seal_key(ens_app_keys(u->app), u->token.skid);
-    int rc = err ? err : (key ? seal_open_creds(&u->token, key, blob, &u->op.creds) : ENS_ECRYPTO);
+    int rc = err ? err : (key ? seal_open_creds(&u->token, key, blob, &u->op->creds) : ENS_ECRYPTO);
     if (rc) {
         on_repair_subscribed(u, 503);
         return;

@@ -13,7 +13,7 @@
 static void end_subscription(struct user *u, enum store_sub_state state)
 {
     struct store_sub *sub = &u->rec->sub;
-    snprintf(u->op.old_cred_id, sizeof(u->op.old_cred_id), "%s", sub->cred_id);
+    snprintf(u->op->old_cred_id, sizeof(u->op->old_cred_id), "%s", sub->cred_id);
     sub->id[0] = '\0';
     sub->cred_id[0] = '\0';
     sub->state = state;
@@ -35,7 +35,7 @@ static void on_device_saved(struct user *u, int err)
         user_done(u);
         return;
     }
-    user_cred_delete(u, u->op.old_cred_id);
+    user_cred_delete(u, u->op->old_cred_id);
     cJSON *j = cJSON_CreateObject();
     if (d->op == ACT_DEVICE_BLOCK || d->op == ACT_DEVICE_UNBLOCK) {
         cJSON_AddStringToObject(j, "deviceId", d->device_id);
@@ -72,8 +72,8 @@ void user_on_device_op(struct user *u, struct rt_msg *m)
     if (d->op == ACT_DEVICE_BLOCK || d->op == ACT_DEVICE_UNBLOCK) {
         dev->blocked = d->op == ACT_DEVICE_BLOCK;
     } else {
-        snprintf(u->op.removed[0], sizeof(u->op.removed[0]), "%s", d->device_id);
-        u->op.n_removed = 1;
+        snprintf(u->op->removed[0], sizeof(u->op->removed[0]), "%s", d->device_id);
+        u->op->n_removed = 1;
         store_user_remove_device(u->rec, d->device_id);
     }
     RT_LOG_I("user.device", "user=%s device=%s %s", u->uid, d->device_id, kOpNames[d->op]);

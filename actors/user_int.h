@@ -17,6 +17,35 @@ struct fetched_item {
     char *subject;
 };
 
+/* What one message's handling needs, allocated when it starts and wiped and
+ * freed when it ends (user_done): a mailbox between messages carries none of
+ * it. */
+struct user_op {
+    struct rt_buf creds; /* secret: opened or enrolled credentials */
+    struct rt_buf soap;
+    struct seal_token token; /* secret: a subscription being created */
+    struct rt_buf blob;
+    char old_cred_id[STORE_CRED_ID_CHARS + 1];
+    char new_cred_id[STORE_CRED_ID_CHARS + 1];
+    char device_key[64]; /* secret: returned once to a new device */
+    char removed[STORE_MAX_DEVICES][STORE_ID_CHARS + 1];
+    size_t n_removed;
+    int used_watermark;
+    uint16_t fp;
+    user_step_fn then;       /* continuation after a subscribe */
+    user_step_fn saved_then; /* continuation after a save */
+    char *items[ACT_USER_MAX_FETCH];
+    size_t n_items;
+    struct fetched_item fetched[ACT_USER_MAX_FETCH];
+    size_t n_fetched;
+    int badge_changed;
+    uint64_t t0_ns; /* when the callback being handled arrived (uv_hrtime) */
+    int gap;        /* PreviousWatermark did not match: events were missed */
+    char gap_watermark[STORE_MAX_WATERMARK + 1]; /* the last one we did get */
+    const char *fail_code;                       /* static API error code of a failed subscribe */
+    const char *fail_message;
+};
+
 struct user {
     struct ens_app *app;
     char uid[ENS_ID_CHARS + 1];
@@ -39,31 +68,7 @@ struct user {
     size_t recent_next, recent_count;
 
     /* The operation in progress. */
-    struct {
-        struct rt_buf creds; /* secret: opened or enrolled credentials */
-        struct rt_buf soap;
-        struct seal_token token; /* secret: a subscription being created */
-        struct rt_buf blob;
-        char old_cred_id[STORE_CRED_ID_CHARS + 1];
-        char new_cred_id[STORE_CRED_ID_CHARS + 1];
-        char device_key[64]; /* secret: returned once to a new device */
-        char removed[STORE_MAX_DEVICES][STORE_ID_CHARS + 1];
-        size_t n_removed;
-        int used_watermark;
-        uint16_t fp;
-        user_step_fn then;       /* continuation after a subscribe */
-        user_step_fn saved_then; /* continuation after a save */
-        char *items[ACT_USER_MAX_FETCH];
-        size_t n_items;
-        struct fetched_item fetched[ACT_USER_MAX_FETCH];
-        size_t n_fetched;
-        int badge_changed;
-        uint64_t t0_ns; /* when the callback being handled arrived (uv_hrtime) */
-        int gap;        /* PreviousWatermark did not match: events were missed */
-        char gap_watermark[STORE_MAX_WATERMARK + 1]; /* the last one we did get */
-        const char *fail_code; /* static API error code of a failed subscribe */
-        const char *fail_message;
-    } op;
+    struct user_op *op; /* scratch of the message being handled; NULL between messages */
 };
 
 /* user_store returns this scheduler's Redis connection, or NULL once the

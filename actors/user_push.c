@@ -39,7 +39,7 @@ static void push_to_device(struct user *u, const struct store_device *d, const c
     snprintf(p->push_type, sizeof(p->push_type), "%s", push_type);
     snprintf(p->kind, sizeof(p->kind), "%s", kind);
     p->priority = priority;
-    p->t0_ns = strcmp(kind, "new-mail") == 0 ? u->op.t0_ns : 0;
+    p->t0_ns = strcmp(kind, "new-mail") == 0 ? u->op->t0_ns : 0;
     if (rt_send(u->app->rt, u->app->push_actor, &p->hdr) != 0)
         rt_msg_free(&p->hdr);
 }

@@ -16,11 +16,11 @@ static void subscribe_send(struct user *u);
 
 static void subscribe_fail(struct user *u, int status, const char *code, const char *message)
 {
-    user_cred_delete(u, u->op.new_cred_id);
+    user_cred_delete(u, u->op->new_cred_id);
     RT_LOG_W("ews.subscribe", "user=%s failed: %s (%s)", u->uid, code, message);
-    u->op.fail_code = code;
-    u->op.fail_message = message;
-    u->op.then(u, status);
+    u->op->fail_code = code;
+    u->op->fail_message = message;
+    u->op->then(u, status);
 }
 
 static void on_subscribed_saved(struct user *u, int err);
@@ -69,7 +69,7 @@ static void on_subscribe_answer(const struct ews_result *r, void *ud)
     struct soap_ews_subscribe_resp resp = {0};
     int rc = r->err ? r->err : soap_ews_subscribe_parse(r->body, &resp);
     if (rc == 0 && resp.st.cls != SOAP_EWS_SUCCESS && resp.st.code &&
-        strcmp(resp.st.code, "ErrorInvalidWatermark") == 0 && u->op.used_watermark) {
+        strcmp(resp.st.code, "ErrorInvalidWatermark") == 0 && u->op->used_watermark) {
         /* The watermark is too old to replay from: start afresh. */
         soap_ews_subscribe_resp_cleanup(&resp);
         RT_LOG_W("ews.subscribe", "user=%s watermark refused, subscribing without it", u->uid);
@@ -92,20 +92,20 @@ static void on_subscribe_answer(const struct ews_result *r, void *ud)
         return;
     }
     struct store_sub *sub = &u->rec->sub;
-    snprintf(u->op.old_cred_id, sizeof(u->op.old_cred_id), "%s", sub->cred_id);
+    snprintf(u->op->old_cred_id, sizeof(u->op->old_cred_id), "%s", sub->cred_id);
     snprintf(sub->id, sizeof(sub->id), "%s", resp.subscription_id);
     if (resp.watermark)
         snprintf(sub->watermark, sizeof(sub->watermark), "%s", resp.watermark);
-    snprintf(sub->cred_id, sizeof(sub->cred_id), "%s", u->op.new_cred_id);
-    sub->sealing_kid = u->op.token.skid;
+    snprintf(sub->cred_id, sizeof(sub->cred_id), "%s", u->op->new_cred_id);
+    sub->sealing_kid = u->op->token.skid;
     sub->state = STORE_SUB_ACTIVE;
     sub->status_frequency_min = (uint32_t)u->app->cfg->ews.status_frequency_min;
     sub->created_at = sub->last_status_at = user_wall_now();
-    u->rec->cred_fp = u->op.fp;
+    u->rec->cred_fp = u->op->fp;
     soap_ews_subscribe_resp_cleanup(&resp);
     /* The new token becomes the one kept in memory for self-repair. */
     seal_token_cleanup(&u->token);
-    u->token = u->op.token;
+    u->token = u->op->token;
     u->has_token = 1;
     RT_LOG_I("ews.subscribe", "user=%s subscription active", u->uid);
     user_save(u, on_subscribed_saved);
@@ -119,29 +119,29 @@ static void on_subscribed_saved(struct user *u, int err)
         subscribe_fail(u, 503, "unavailable", "storage unavailable");
         return;
     }
-    if (strcmp(u->op.old_cred_id, u->op.new_cred_id) != 0)
-        user_cred_delete(u, u->op.old_cred_id);
+    if (strcmp(u->op->old_cred_id, u->op->new_cred_id) != 0)
+        user_cred_delete(u, u->op->old_cred_id);
     user_health_arm(u);
-    u->op.then(u, 0);
+    u->op->then(u, 0);
 }
 
 static void subscribe_send(struct user *u)
 {
     char token[SEAL_TOKEN_CHARS + 1];
     char url[sizeof(u->app->callback_base) + SEAL_TOKEN_CHARS + 1];
-    seal_token_encode(&u->op.token, token);
+    seal_token_encode(&u->op->token, token);
     snprintf(url, sizeof(url), "%s%s", u->app->callback_base, token);
     OPENSSL_cleanse(token, sizeof(token));
-    rt_buf_reset(&u->op.soap);
+    rt_buf_reset(&u->op->soap);
     const char *wm = u->rec->sub.watermark[0] ? u->rec->sub.watermark : NULL;
-    u->op.used_watermark = wm != NULL;
-    int rc = soap_ews_subscribe_build(&u->op.soap, u->rec->email, url,
+    u->op->used_watermark = wm != NULL;
+    int rc = soap_ews_subscribe_build(&u->op->soap, u->rec->email, url,
                                       u->app->cfg->ews.status_frequency_min, wm);
     OPENSSL_cleanse(url, sizeof(url));
     if (rc == 0)
-        rc =
-            ews_call(rt_actor_loop(u->actor), u->app, ENS_EWS_SUBSCRIBE, u->rec->ews_url,
-                     u->rec->email, rt_buf_span(&u->op.creds), &u->op.soap, on_subscribe_answer, u);
+        rc = ews_call(rt_actor_loop(u->actor), u->app, ENS_EWS_SUBSCRIBE, u->rec->ews_url,
+                      u->rec->email, rt_buf_span(&u->op->creds), &u->op->soap, on_subscribe_answer,
+                      u);
     if (rc)
         subscribe_fail(u, 502, "ews_error", "cannot build the Subscribe request");
 }
@@ -150,20 +150,20 @@ static void on_cred_put(int err, void *ud)
 {
     struct user *u = ud;
     if (err) {
-        u->op.new_cred_id[0] = '\0';
+        u->op->new_cred_id[0] = '\0';
         subscribe_fail(u, 503, "unavailable", "storage unavailable");
         return;
     }
     subscribe_send(u);
 }
 
-/* user_subscribe creates a new Exchange subscription with u->op.creds: seal
+/* user_subscribe creates a new Exchange subscription with u->op->creds: seal
  * the credentials under a fresh token, store the blob, then Subscribe (from the
  * last watermark, so nothing between the old and new one is missed). Ends in
- * u->op.then(u, 0 or an HTTP status). */
+ * u->op->then(u, 0 or an HTTP status). */
 void user_subscribe(struct user *u, user_step_fn then)
 {
-    u->op.then = then;
+    u->op->then = then;
     struct act_keyset *ks = ens_app_keys(u->app);
     if (ks == NULL) {
         then(u, 503);
@@ -175,20 +175,20 @@ void user_subscribe(struct user *u, user_step_fn then)
     if (rc == 0 && raw.len != SEAL_UID_BYTES)
         rc = ENS_EPARSE;
     if (rc == 0)
-        rc = seal_token_new(ks->seal_kid, raw.data, &u->op.token);
+        rc = seal_token_new(ks->seal_kid, raw.data, &u->op->token);
     rt_buf_cleanup(&raw);
     if (rc == 0)
-        rc = seal_creds(&u->op.token, ks->seal_key, rt_buf_span(&u->op.creds), &u->op.blob);
+        rc = seal_creds(&u->op->token, ks->seal_key, rt_buf_span(&u->op->creds), &u->op->blob);
     if (rc) {
         then(u, 503);
         return;
     }
-    user_hex_encode(u->op.token.cred_id, SEAL_CRED_ID_BYTES, u->op.new_cred_id);
+    user_hex_encode(u->op->token.cred_id, SEAL_CRED_ID_BYTES, u->op->new_cred_id);
     u->rec->sub.state = STORE_SUB_SUBSCRIBING;
-    rc = STORE_CALL(store_cred_put, u->uid, u->op.new_cred_id, u->op.blob.data, u->op.blob.len,
+    rc = STORE_CALL(store_cred_put, u->uid, u->op->new_cred_id, u->op->blob.data, u->op->blob.len,
                     user_deadline(u), on_cred_put, u);
     if (rc) {
-        u->op.new_cred_id[0] = '\0';
+        u->op->new_cred_id[0] = '\0';
         then(u, 503);
     }
 }
@@ -202,8 +202,8 @@ static void enroll_answer(struct user *u, int status)
         cJSON *j = cJSON_CreateObject();
         cJSON_AddStringToObject(j, "userId", u->uid);
         cJSON_AddStringToObject(j, "deviceId", e->dev.device_id);
-        if (u->op.device_key[0])
-            cJSON_AddStringToObject(j, "deviceKey", u->op.device_key);
+        if (u->op->device_key[0])
+            cJSON_AddStringToObject(j, "deviceKey", u->op->device_key);
         cJSON *sub = cJSON_AddObjectToObject(j, "subscription");
         cJSON_AddStringToObject(sub, "state", store_sub_state_name(u->rec->sub.state));
         act_reply_json(u->app->rt, &e->reply, 200, j);
@@ -239,8 +239,8 @@ static void on_enroll_subscribed(struct user *u, int status)
         enroll_answer(u, 0);
         return;
     }
-    if (u->op.fail_code)
-        user_reply_error(u, status, u->op.fail_code, u->op.fail_message);
+    if (u->op->fail_code)
+        user_reply_error(u, status, u->op->fail_code, u->op->fail_message);
     else
         user_reply_error(u, 503, "unavailable", "storage or keys unavailable; nothing was changed");
     /* Nothing of this enrollment was written: forget the in-memory changes. */
@@ -275,7 +275,7 @@ static int enroll_is_repeat(const struct user *u, const struct act_enroll_msg *e
                             const struct store_device *d)
 {
     const struct store_user *rec = u->rec;
-    return d && d->cred_fp != 0 && d->cred_fp == u->op.fp && device_unchanged(d, &e->dev) &&
+    return d && d->cred_fp != 0 && d->cred_fp == u->op->fp && device_unchanged(d, &e->dev) &&
            rec->sub.state == STORE_SUB_ACTIVE && rec->sub.id[0] &&
            strcmp(rec->ews_url, e->ews_url) == 0 && strcmp(rec->auth_type, e->auth_type) == 0;
 }
@@ -298,8 +298,8 @@ static void enroll_apply(struct user *u)
         d = store_user_add_device(rec);
         *d = e->dev;
         d->created_at = e->now;
-        ens_random_id(32, u->op.device_key, sizeof(u->op.device_key));
-        ens_sha256_hex(span_cstr(u->op.device_key), d->key_hash);
+        ens_random_id(32, u->op->device_key, sizeof(u->op->device_key));
+        ens_sha256_hex(span_cstr(u->op->device_key), d->key_hash);
     } else {
         char key_hash[sizeof(d->key_hash)];
         int64_t created = d->created_at, last_at = d->last_push_at;
@@ -312,12 +312,12 @@ static void enroll_apply(struct user *u)
         d->created_at = created;
         d->last_push_at = last_at;
     }
-    d->cred_fp = u->op.fp;
+    d->cred_fp = u->op->fp;
     int url_changed = strcmp(rec->ews_url, e->ews_url) != 0;
     snprintf(rec->ews_url, sizeof(rec->ews_url), "%s", e->ews_url);
     snprintf(rec->auth_type, sizeof(rec->auth_type), "%s", e->auth_type);
     int healthy = rec->sub.state == STORE_SUB_ACTIVE && rec->sub.id[0] && !url_changed &&
-                  rec->cred_fp == u->op.fp;
+                  rec->cred_fp == u->op->fp;
     if (healthy) {
         user_save(u, on_enroll_saved);
         return;
@@ -392,7 +392,7 @@ void user_on_enroll(struct user *u, struct rt_msg *m)
         user_done(u);
         return;
     }
-    u->op.fp = ens_cred_fingerprint(u->app->fp_key, rt_buf_span(&e->creds));
+    u->op->fp = ens_cred_fingerprint(u->app->fp_key, rt_buf_span(&e->creds));
     if (enroll_is_repeat(u, e, d)) {
         /* Idempotent: nothing to ask Exchange, only timestamps change. */
         user_save(u, on_enroll_saved);
@@ -414,17 +414,17 @@ void user_on_enroll(struct user *u, struct rt_msg *m)
         user_done(u);
         return;
     }
-    if (rt_buf_append_span(&u->op.creds, rt_buf_span(&e->creds)) != 0) {
+    if (rt_buf_append_span(&u->op->creds, rt_buf_span(&e->creds)) != 0) {
         user_reply_error(u, 422, "invalid_field", "auth: too large");
         user_done(u);
         return;
     }
     /* Nothing is written before Exchange says these credentials own the mailbox. */
-    rt_buf_reset(&u->op.soap);
-    int rc = soap_ews_getfolder_build(&u->op.soap, e->email, 1);
+    rt_buf_reset(&u->op->soap);
+    int rc = soap_ews_getfolder_build(&u->op->soap, e->email, 1);
     if (rc == 0)
         rc = ews_call(rt_actor_loop(u->actor), u->app, ENS_EWS_GETFOLDER, e->ews_url, e->email,
-                      rt_buf_span(&u->op.creds), &u->op.soap, on_enroll_verified, u);
+                      rt_buf_span(&u->op->creds), &u->op->soap, on_enroll_verified, u);
     if (rc) {
         user_reply_error(u, 502, "ews_error", "cannot build the request to Exchange");
         enroll_forget(u);
