@@ -49,12 +49,26 @@ static void on_device_saved(struct user *u, int err)
     user_done(u);
 }
 
+static void on_index_repaired(int err, void *ud)
+{
+    (void)ud;
+    if (err)
+        RT_LOG_W("user.device", "stale device index entry not repaired: %s", ens_err_name(err));
+}
+
 void user_on_device_op(struct user *u, struct rt_msg *m)
 {
     static const char *const kOpNames[] = {"unsubscribe", "block", "unblock", "remove"};
     struct act_device_msg *d = (struct act_device_msg *)m;
     struct store_device *dev = u->persisted ? store_user_find_device(u->rec, d->device_id) : NULL;
     /* A device of another tenant is as unknown as a missing one. */
+    if (dev == NULL) {
+        /* Sent here by the device index, perhaps: an entry naming a mailbox
+         * that does not hold the device is stale (its write beside a save or
+         * delete failed) and goes, on this read. */
+        STORE_CALL(store_user_index_repair, d->device_id, u->uid, user_deadline(u),
+                   on_index_repaired, NULL);
+    }
     if (dev == NULL ||
         (d->op == ACT_DEVICE_UNSUBSCRIBE && strcmp(u->rec->tenant_id, d->tenant_id) != 0)) {
         user_reply_error_to(u, &d->reply, 404, "not_found", "unknown device");

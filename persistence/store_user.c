@@ -806,13 +806,6 @@ static int req_send(struct req *q, int argc, const char **argv, const size_t *le
     return rc;
 }
 
-static int tx_add(struct store_tx *tx, int *rc, struct store_args *a)
-{
-    if (*rc == 0)
-        *rc = store_tx_add_args(tx, a);
-    return *rc;
-}
-
 /* ---- load ---- */
 
 static void on_load(int err, redisReply *r, void *ud)
@@ -858,25 +851,101 @@ int store_user_load(struct store *s, const char *uid, uint64_t deadline_ms, stor
 
 /* ---- save ---- */
 
-static void on_exec_done(int err, redisReply *r, void *ud)
+/* ---- save and delete: one command per key ----
+ *
+ * The mailbox's own key decides the outcome; its devices' index entries live
+ * in other hash slots (a Redis Cluster spreads them) and are written beside
+ * it, pipelined on the same connection, each its own idempotent command: a
+ * failed SET is written again by the next save, a DEL only removes an entry
+ * that still names this mailbox (a device that moved to another keeps its
+ * entry), and an entry left stale is dropped on read
+ * (store_user_index_repair). No transaction spans two slots. */
+
+/* Deletes KEYS[1] only while it names ARGV[1]. */
+static const char kDelIfScript[] =
+    "if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end "
+    "return 0";
+
+struct join {
+    store_done_cb cb;
+    void *ud;
+    int pending;
+    int err;      /* of the mailbox's own command */
+    int idx_errs; /* index commands that failed: repaired later, logged now */
+    int result;   /* reported when the mailbox's command succeeded */
+};
+
+static void join_done(struct join *j)
 {
-    struct req *q = ud;
-    if (err == 0 && !store_reply_array_ok(r, (size_t)q->ncmds))
-        err = ENS_ESTORE;
-    q->done_cb(err ? err : q->result, q->ud);
-    ens_free(q);
+    if (--j->pending > 0)
+        return;
+    if (j->idx_errs)
+        RT_LOG_W("store.index",
+                 "%d device index write(s) failed: the next save or a lookup "
+                 "repairs them",
+                 j->idx_errs);
+    j->cb(j->err ? j->err : j->result, j->ud);
+    ens_free(j);
 }
 
-static int exec_done(struct store *s, struct store_tx *tx, uint64_t deadline_ms, int result,
-                     store_done_cb cb, void *ud)
+static void on_join_main(int err, redisReply *r, void *ud)
 {
-    struct req *q = req_new(s, ud, deadline_ms);
-    q->done_cb = cb;
-    q->ncmds = store_tx_count(tx);
-    q->result = result;
-    int rc = store_tx_exec(s, tx, deadline_ms, on_exec_done, q);
+    (void)r;
+    struct join *j = ud;
+    j->err = err;
+    join_done(j);
+}
+
+static void on_join_index(int err, redisReply *r, void *ud)
+{
+    (void)r;
+    struct join *j = ud;
+    if (err)
+        j->idx_errs++;
+    join_done(j);
+}
+
+/* join_index sends one index command for |j|; a command that cannot even be
+ * sent counts as a failed index write. */
+static void join_index(struct store *s, struct join *j, int argc, const char **argv,
+                       uint64_t deadline_ms)
+{
+    j->pending++;
+    if (store_cmdargv(s, argc, argv, NULL, deadline_ms, on_join_index, j) != 0) {
+        j->pending--;
+        j->idx_errs++;
+    }
+}
+
+static void index_set(struct store *s, struct join *j, const char *device_id, const char *uid,
+                      uint64_t deadline_ms)
+{
+    char key[STORE_MAX_KEY];
+    key_dev_idx(key, device_id);
+    const char *argv[3] = {"SET", key, uid};
+    join_index(s, j, 3, argv, deadline_ms);
+}
+
+static void index_del_if(struct store *s, struct join *j, const char *device_id, const char *uid,
+                         uint64_t deadline_ms)
+{
+    char key[STORE_MAX_KEY];
+    key_dev_idx(key, device_id);
+    const char *argv[5] = {"EVAL", kDelIfScript, "1", key, uid};
+    join_index(s, j, 5, argv, deadline_ms);
+}
+
+/* join_start sends the mailbox's own command; 0 and the join is under way
+ * (its callback will run once, after the index commands added next), or the
+ * send error with nothing sent and |j| freed. The extra pending count is the
+ * caller's, dropped by join_done once every index command is added. */
+static int join_start(struct store *s, struct join *j, int argc, const char **argv,
+                      const size_t *lens, uint64_t deadline_ms)
+{
+    j->pending = 2;
+    int rc = store_cmdargv(s, argc, argv, lens, deadline_ms, on_join_main, j);
     if (rc)
-        ens_free(q);
+        ens_free(j);
     return rc;
 }
 
@@ -886,45 +955,6 @@ static int is_removed_and_back(const struct store_user *u, const char *id)
         if (strcmp(u->devices[i].device_id, id) == 0)
             return 1;
     return 0;
-}
-
-/* One HSET of the record leaves the credential fields of the hash alone, so a
- * blob stored before the save (store_cred_put runs first at enrollment) is
- * never lost. */
-static int build_save(struct store_tx *tx, const struct store_user *u, struct span rec,
-                      const char *const *removed_ids, size_t n_removed)
-{
-    char key[STORE_MAX_KEY];
-    struct store_args a;
-    int rc = 0;
-
-    key_user(key, u->user_id);
-    store_args_init(&a);
-    store_args_str(&a, "HSET");
-    store_args_str(&a, key);
-    store_args_str(&a, FIELD_MAILBOX);
-    store_args_add(&a, rec.p, rec.len);
-    tx_add(tx, &rc, &a);
-
-    /* Index removals go before the SETs so a device that came back keeps its entry. */
-    for (size_t i = 0; i < n_removed; i++) {
-        if (is_removed_and_back(u, removed_ids[i]))
-            continue;
-        key_dev_idx(key, removed_ids[i]);
-        store_args_init(&a);
-        store_args_str(&a, "DEL");
-        store_args_str(&a, key);
-        tx_add(tx, &rc, &a);
-    }
-    for (size_t i = 0; i < u->n_devices; i++) {
-        key_dev_idx(key, u->devices[i].device_id);
-        store_args_init(&a);
-        store_args_str(&a, "SET");
-        store_args_str(&a, key);
-        store_args_str(&a, u->user_id);
-        tx_add(tx, &rc, &a);
-    }
-    return rc;
 }
 
 int store_user_save(struct store *s, const struct store_user *u, const char *const *removed_ids,
@@ -939,40 +969,35 @@ int store_user_save(struct store *s, const struct store_user *u, const char *con
     struct rt_buf rec;
     rt_buf_init(&rec, STORE_MAX_MAILBOX_RECORD);
     int rc = store_user_encode(u, &rec);
-    struct store_tx *tx = store_tx_new();
-    if (rc == 0)
-        rc = build_save(tx, u, rt_buf_span(&rec), removed_ids, n_removed);
-    rt_buf_cleanup(&rec);
     if (rc) {
-        store_tx_free(tx);
+        rt_buf_cleanup(&rec);
         return rc;
     }
-    return exec_done(s, tx, deadline_ms, 0, cb, ud);
-}
-
-/* ---- delete: read the device ids, then remove everything in one MULTI ---- */
-
-static int build_delete(struct store_tx *tx, const char *uid, char ids[][STORE_ID_CHARS + 1],
-                        size_t n_ids)
-{
+    /* One HSET of the record leaves the credential fields of the hash alone,
+     * so a blob stored before the save (store_cred_put runs first at
+     * enrollment) is never lost. */
     char key[STORE_MAX_KEY];
-    struct store_args a;
-    int rc = 0;
-
-    key_user(key, uid);
-    store_args_init(&a);
-    store_args_str(&a, "DEL");
-    store_args_str(&a, key);
-    tx_add(tx, &rc, &a);
-    for (size_t i = 0; i < n_ids; i++) {
-        key_dev_idx(key, ids[i]);
-        store_args_init(&a);
-        store_args_str(&a, "DEL");
-        store_args_str(&a, key);
-        tx_add(tx, &rc, &a);
-    }
-    return rc;
+    key_user(key, u->user_id);
+    const char *argv[4] = {"HSET", key, FIELD_MAILBOX, (const char *)rec.data};
+    const size_t lens[4] = {4, strlen(key), strlen(FIELD_MAILBOX), rec.len};
+    struct join *j = ens_calloc(1, sizeof(*j));
+    j->cb = cb;
+    j->ud = ud;
+    rc = join_start(s, j, 4, argv, lens, deadline_ms);
+    rt_buf_cleanup(&rec);
+    if (rc)
+        return rc;
+    /* Removals before the SETs, so a device that came back keeps its entry. */
+    for (size_t i = 0; i < n_removed; i++)
+        if (!is_removed_and_back(u, removed_ids[i]))
+            index_del_if(s, j, removed_ids[i], u->user_id, deadline_ms);
+    for (size_t i = 0; i < u->n_devices; i++)
+        index_set(s, j, u->devices[i].device_id, u->user_id, deadline_ms);
+    join_done(j);
+    return 0;
 }
+
+/* ---- delete: read the device ids, then the mailbox key and its index ---- */
 
 static void on_delete_read(int err, redisReply *r, void *ud)
 {
@@ -999,17 +1024,20 @@ static void on_delete_read(int err, redisReply *r, void *ud)
         }
     }
     if (err == 0) {
-        struct store_tx *tx = store_tx_new();
-        err = build_delete(tx, q->uid, ids, n_ids);
-        if (err)
-            store_tx_free(tx);
-        else {
-            /* the second step reports to the caller's callback instead */
-            err = exec_done(q->s, tx, q->deadline, result, q->done_cb, q->ud);
-            if (err == 0) {
-                ens_free(q);
-                return;
-            }
+        char key[STORE_MAX_KEY];
+        key_user(key, q->uid);
+        const char *argv[2] = {"DEL", key};
+        struct join *j = ens_calloc(1, sizeof(*j));
+        j->cb = q->done_cb;
+        j->ud = q->ud;
+        j->result = result;
+        err = join_start(q->s, j, 2, argv, NULL, q->deadline);
+        if (err == 0) {
+            for (size_t i = 0; i < n_ids; i++)
+                index_del_if(q->s, j, ids[i], q->uid, q->deadline);
+            join_done(j);
+            ens_free(q);
+            return;
         }
     }
     q->done_cb(err, q->ud);
@@ -1024,6 +1052,23 @@ int store_user_delete(struct store *s, const char *uid, uint64_t deadline_ms, st
     struct req *q = req_new(s, ud, deadline_ms);
     q->done_cb = cb;
     return mailbox_read(s, uid, deadline_ms, on_delete_read, q);
+}
+
+int store_user_index_repair(struct store *s, const char *device_id, const char *uid,
+                            uint64_t deadline_ms, store_done_cb cb, void *ud)
+{
+    if (!store_id_valid(device_id) || !store_id_valid(uid) || cb == NULL)
+        return ENS_EINVAL;
+    char key[STORE_MAX_KEY];
+    key_dev_idx(key, device_id);
+    const char *argv[5] = {"EVAL", kDelIfScript, "1", key, uid};
+    struct join *j = ens_calloc(1, sizeof(*j));
+    j->cb = cb;
+    j->ud = ud;
+    int rc = join_start(s, j, 5, argv, NULL, deadline_ms);
+    if (rc == 0)
+        join_done(j);
+    return rc;
 }
 
 /* ---- index lookups ---- */

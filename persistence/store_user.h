@@ -187,26 +187,39 @@ typedef void (*store_blob_cb)(int err, struct span blob, void *ud);
 int store_user_load(struct store *s, const char *uid, uint64_t deadline_ms, store_user_cb cb,
                     void *ud);
 
-/* store_user_save writes the whole mailbox in one MULTI/EXEC: the mailbox
- * record (one HSET, so the credential blobs beside it are kept) and every
- * device's index entry. |removed_ids| (|n_removed| device ids, may be NULL)
- * lose their index entries unless they are back in |u|. |u| is borrowed and only read
- * during the call. ENS_EINVAL for a user that does not validate (ids, sizes,
- * names, duplicate devices), ENS_ETOOBIG past STORE_MAX_MAILBOX_RECORD. */
+/* store_user_save writes the mailbox record (one HSET on the mailbox's own
+ * key, so the credential blobs beside it are kept; its result is the
+ * callback's) and, pipelined beside it, every device's index entry (one SET
+ * each, in their own hash slots: Cluster-safe, idempotent, repaired by the
+ * next save when one fails). |removed_ids| (|n_removed| device ids, may be
+ * NULL) lose their index entries unless they are back in |u| or now name
+ * another mailbox. |u| is borrowed and only read during the call. ENS_EINVAL
+ * for a user that does not validate (ids, sizes, names, duplicate devices),
+ * ENS_ETOOBIG past STORE_MAX_MAILBOX_RECORD. */
 int store_user_save(struct store *s, const struct store_user *u, const char *const *removed_ids,
                     size_t n_removed, uint64_t deadline_ms, store_done_cb cb, void *ud);
 
 /* store_user_delete removes the mailbox hash (record and every credential
- * blob) and its devices' index entries: two round trips, a read of the record
- * for the device ids, then one MULTI/EXEC. ENS_ENOTFOUND to the callback when
+ * blob) and its devices' index entries that still name it: two round trips, a
+ * read of the record for the device ids, then the DEL of the mailbox key with
+ * the index removals pipelined beside it. ENS_ENOTFOUND to the callback when
  * there was no mailbox record (blobs without one are removed all the same). */
 int store_user_delete(struct store *s, const char *uid, uint64_t deadline_ms, store_done_cb cb,
                       void *ud);
 
 /* store_user_find_by_device looks up the mailbox of a device id. The
- * callback's |uid| is borrowed for the call; ENS_ENOTFOUND when absent. */
+ * callback's |uid| is borrowed for the call; ENS_ENOTFOUND when absent. The
+ * index is written beside the mailbox, not with it: the caller checks that the
+ * mailbox does hold the device and, when it does not, drops the entry with
+ * store_user_index_repair. */
 int store_user_find_by_device(struct store *s, const char *device_id, uint64_t deadline_ms,
                               store_uid_cb cb, void *ud);
+
+/* store_user_index_repair deletes device |device_id|'s index entry if it
+ * still names mailbox |uid| (which does not hold the device): an entry left
+ * by a save or delete whose index write failed. Idempotent. */
+int store_user_index_repair(struct store *s, const char *device_id, const char *uid,
+                            uint64_t deadline_ms, store_done_cb cb, void *ud);
 
 /* store_cred_put stores a sealed blob (binary-safe, at most STORE_MAX_CRED_BLOB
  * bytes, copied during the call) as field "c:<credId>" of the mailbox hash,

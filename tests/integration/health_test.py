@@ -178,6 +178,20 @@ class Health(unittest.TestCase):
         ensstack.wait_for(lambda: self.s.redis_cli("ZSCORE", key, ghost).strip() == "", 15,
                           "the ghost entry to leave the index")
 
+    def test_5_a_stale_device_index_entry_is_repaired_on_read(self):
+        """The device index is written beside the mailbox, not with it: an
+        entry left naming a mailbox that does not hold the device (a write
+        that failed) answers 404 once and is gone."""
+        ghost_dev = "BBBBBBBBBBBBBBBBBBBBBB"
+        key = "ens:idx:dev:" + ghost_dev
+        self.s.redis_cli("SET", key, self.uid)
+        st, b, _ = self.s.admin("POST", "/admin/v1/devices/%s/block" % ghost_dev)
+        self.assertEqual(st, 404, b)
+        ensstack.wait_for(lambda: self.s.redis_cli("EXISTS", key).strip() == "0", 10,
+                          "the stale entry to go")
+        st, b, _ = self.s.admin("POST", "/admin/v1/devices/%s/block" % ghost_dev)
+        self.assertEqual(st, 404, b)
+
 
 if __name__ == "__main__":
     ENSD, WORK = sys.argv[1], sys.argv[2]

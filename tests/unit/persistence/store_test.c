@@ -343,6 +343,62 @@ static void test_device_index(void **state)
     store_user_free(u);
 }
 
+static void del_mailbox(const char *uid, int expect)
+{
+    struct res r = {0};
+    assert_int_equal(store_user_delete(S, uid, dl(2000), on_done, &r), 0);
+    assert_true(run_until(&r.done, 3000));
+    assert_int_equal(r.err, expect);
+}
+
+/* The device index lives outside the mailbox's hash slot, so it is written
+ * beside the mailbox, never in one transaction with it: a removal or a delete
+ * only drops an entry that still names this mailbox, and a stale entry is
+ * repaired on read. */
+static void test_index_beside_the_mailbox(void **state)
+{
+    struct store_user *a = make_user(1), *b = make_user(1);
+    char dev[STORE_ID_CHARS + 1], uid[STORE_ID_CHARS + 1];
+    memcpy(dev, a->devices[0].device_id, sizeof(dev));
+    save(a, NULL, 0);
+    /* the device re-enrolls into mailbox b: its entry names b now */
+    memcpy(b->devices[0].device_id, dev, sizeof(dev));
+    save(b, NULL, 0);
+    assert_int_equal(find(dev, uid), 0);
+    assert_string_equal(uid, b->user_id);
+    /* a forgets the device: b's entry stays */
+    assert_int_equal(store_user_remove_device(a, dev), 0);
+    const char *removed[] = {dev};
+    save(a, removed, 1);
+    assert_int_equal(find(dev, uid), 0);
+    assert_string_equal(uid, b->user_id);
+    /* a mailbox deleted while its record still lists the device: the same */
+    struct store_user *c = make_user(1);
+    memcpy(c->devices[0].device_id, dev, sizeof(dev));
+    char c_uid[STORE_ID_CHARS + 1];
+    memcpy(c_uid, c->user_id, sizeof(c_uid));
+    save(c, NULL, 0); /* names c */
+    save(b, NULL, 0); /* names b again */
+    del_mailbox(c_uid, 0);
+    assert_int_equal(find(dev, uid), 0);
+    assert_string_equal(uid, b->user_id);
+    /* repair drops an entry only while it names the given mailbox */
+    struct res r = {0};
+    assert_int_equal(store_user_index_repair(S, dev, a->user_id, dl(2000), on_done, &r), 0);
+    assert_true(run_until(&r.done, 3000));
+    assert_int_equal(find(dev, NULL), 0);
+    memset(&r, 0, sizeof(r));
+    assert_int_equal(store_user_index_repair(S, dev, b->user_id, dl(2000), on_done, &r), 0);
+    assert_true(run_until(&r.done, 3000));
+    assert_int_equal(r.err, 0);
+    assert_int_equal(find(dev, NULL), ENS_ENOTFOUND);
+    assert_int_equal(store_user_index_repair(S, "x}", b->user_id, dl(2000), on_done, &r),
+                     ENS_EINVAL);
+    store_user_free(a);
+    store_user_free(b);
+    store_user_free(c);
+}
+
 static void test_removed_device_and_replaced_sub(void **state)
 {
     struct store_user *u = make_user(2);
@@ -913,6 +969,7 @@ int main(void)
         cmocka_unit_test_setup(test_save_load_two_devices, flush),
         cmocka_unit_test_setup(test_device_index, flush),
         cmocka_unit_test_setup(test_removed_device_and_replaced_sub, flush),
+        cmocka_unit_test_setup(test_index_beside_the_mailbox, flush),
         cmocka_unit_test_setup(test_save_keeps_cred_blobs, flush),
         cmocka_unit_test_setup(test_corrupt_record, flush),
         cmocka_unit_test_setup(test_cred_blobs_are_binary_safe, flush),
