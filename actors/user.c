@@ -192,11 +192,13 @@ static void on_health_written(int err, void *ud)
  * nothing of the actor is passed along. */
 static void health_write(struct user *u, int64_t due_ms)
 {
+    u->due_written_ms = due_ms;
     STORE_CALL(store_health_set, u->uid, due_ms, user_deadline(u), on_health_written, NULL);
 }
 
 void user_health_forget(struct user *u)
 {
+    u->due_written_ms = 0;
     STORE_CALL(store_health_del, u->uid, user_deadline(u), on_health_written, NULL);
 }
 
@@ -209,9 +211,18 @@ int64_t user_status_due_ms(const struct store_sub *sub)
 }
 
 /* user_health_arm expects the next status event of the active subscription. */
-void user_health_arm(struct user *u)
+void user_health_arm(struct user *u, int force)
 {
-    health_write(u, user_status_due_ms(&u->rec->sub));
+    const struct store_sub *sub = &u->rec->sub;
+    int64_t freq_ms = (int64_t)(sub->status_frequency_min ? sub->status_frequency_min : 5) * 60000;
+    /* The due time the index holds still lies a whole status interval (and
+     * the slack) ahead: this status event need not move it, the next one
+     * will. So a healthy subscription writes it every other status event,
+     * and a dead one is still found 2 x StatusFrequency + slack after its last
+     * one (an earlier wake-up only re-arms: user_on_health_due judges). */
+    if (!force && u->due_written_ms >= rt_wall_ms() + freq_ms + ACT_USER_STATUS_SLACK_MS)
+        return;
+    health_write(u, user_status_due_ms(sub));
 }
 
 /* user_health_recheck wakes a stale or lost mailbox again when its devices may be
@@ -318,7 +329,8 @@ static void memo_save(struct user *u)
     uint8_t key[ACT_MEMO_KEY_SIZE];
     if (ctx == NULL || ctx->memo == NULL || memo_key(u->uid, key) != 0)
         return;
-    if (!u->has_token && u->last_checkin_push_ms == 0 && u->recent_count == 0)
+    if (!u->has_token && u->last_checkin_push_ms == 0 && u->recent_count == 0 &&
+        u->due_written_ms == 0)
         return; /* nothing worth a slot */
     struct act_memo m;
     memset(&m, 0, sizeof(m));
@@ -329,6 +341,7 @@ static void memo_save(struct user *u)
         m.recent[i] = u->recent[(u->recent_next + ACT_USER_RECENT_ITEMS - ACT_MEMO_RECENT + i) %
                                 ACT_USER_RECENT_ITEMS];
     m.last_checkin_ms = u->last_checkin_push_ms;
+    m.due_written_ms = u->due_written_ms;
     act_memo_put(ctx->memo, key, &m);
     OPENSSL_cleanse(&m, sizeof(m));
 }
@@ -351,6 +364,7 @@ static void memo_restore(struct user *u, struct ens_sched_ctx *ctx)
         u->recent_count++;
     }
     u->last_checkin_push_ms = m.last_checkin_ms;
+    u->due_written_ms = m.due_written_ms;
     OPENSSL_cleanse(&m, sizeof(m));
 }
 

@@ -172,7 +172,7 @@ static void callback_process(struct user *u)
     }
     if (rec->sub.state != STORE_SUB_ACTIVE)
         rec->sub.state = STORE_SUB_ACTIVE;
-    user_health_arm(u);
+    user_health_arm(u, 0);
     if (u->op->n_items) {
         rt_buf_reset(&u->op->soap);
         int rc =
@@ -338,7 +338,7 @@ void user_on_health_due(struct user *u, struct rt_msg *m)
         return;
     }
     if (st == STORE_SUB_ACTIVE && user_status_due_ms(&rec->sub) > rt_wall_ms()) {
-        user_health_arm(u); /* a status event came meanwhile: not overdue yet */
+        user_health_arm(u, 1); /* a status event came meanwhile: not overdue yet */
         user_done(u);
         return;
     }

@@ -66,6 +66,7 @@ struct user {
 
     uint64_t recent[ACT_USER_RECENT_ITEMS]; /* hashes of item ids already pushed */
     size_t recent_next, recent_count;
+    int64_t due_written_ms; /* what the health index was last told (UNIX ms); 0 unknown */
 
     /* The operation in progress. */
     struct user_op *op; /* scratch of the message being handled; NULL between messages */
@@ -91,7 +92,7 @@ void user_reply_error_to(struct user *u, struct act_reply_to *to, int status, co
 int user_device_active_count(const struct store_user *rec);
 void user_health_forget(struct user *u);
 int64_t user_status_due_ms(const struct store_sub *sub);
-void user_health_arm(struct user *u);
+void user_health_arm(struct user *u, int force);
 void user_health_recheck(struct user *u);
 int user_item_seen(struct user *u, const char *id);
 void user_item_remember(struct user *u, const char *id);

@@ -121,7 +121,7 @@ static void on_subscribed_saved(struct user *u, int err)
     }
     if (strcmp(u->op->old_cred_id, u->op->new_cred_id) != 0)
         user_cred_delete(u, u->op->old_cred_id);
-    user_health_arm(u);
+    user_health_arm(u, 1); /* a new subscription */
     u->op->then(u, 0);
 }
 

@@ -74,6 +74,12 @@ class Health(unittest.TestCase):
                 return float(out)
         return None
 
+    def zadds(self):
+        for line in self.s.redis_cli("INFO", "commandstats").splitlines():
+            if line.startswith("cmdstat_zadd:"):
+                return int(line.split("calls=")[1].split(",")[0])
+        return 0
+
     def subs(self):
         return self.s.ews_control("GET", "/subscriptions?email=" + ALICE)
 
@@ -93,6 +99,7 @@ class Health(unittest.TestCase):
         callbacks0 = self.metric('ens_callbacks_total{result="ok"}')
         passivations0 = self.metric("ens_actor_hibernations_total")
         cred_reads0 = self.metric("ens_callback_cred_reads_total")
+        zadd0 = self.zadds()
         # Over a few status events the actor comes and goes: it is seen out of
         # memory between them, while they keep being answered OK.
         seen_zero = 0
@@ -107,6 +114,11 @@ class Health(unittest.TestCase):
         # Status events with the token already proven read no sealed blob,
         # even across passivation (the token waits in the memo cache).
         self.assertEqual(self.metric("ens_callback_cred_reads_total"), cred_reads0)
+        # The due time moves only when it would come within a status interval:
+        # not at every status event (here 1 minute to ensd, 3 s to Exchange).
+        callbacks = self.metric('ens_callbacks_total{result="ok"}') - callbacks0
+        self.assertGreaterEqual(callbacks, 3)
+        self.assertLessEqual(self.zadds() - zadd0, 1, "the health index written at every event")
         # The subscription is active and its next look is about 3 minutes out.
         self.assertEqual(self.state()["state"], "active")
         due = self.due_ms()
