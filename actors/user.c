@@ -281,7 +281,13 @@ void user_save(struct user *u, user_step_fn then)
     const char *removed[STORE_MAX_DEVICES];
     for (size_t i = 0; i < u->op->n_removed; i++)
         removed[i] = u->op->removed[i];
-    int rc = STORE_CALL(store_user_save, u->rec, removed, u->op->n_removed, user_deadline(u),
+    /* The device index is written when devices may have changed: an
+     * enrollment or check-in (which also repairs it, device by device), a
+     * device operation, a removal. A callback's save is the record alone. */
+    uint32_t t = u->cur ? u->cur->type : 0;
+    unsigned flags =
+        (t == ACT_MSG_ENROLL || t == ACT_MSG_DEVICE_OP || u->op->n_removed) ? STORE_SAVE_INDEX : 0;
+    int rc = STORE_CALL(store_user_save, u->rec, removed, u->op->n_removed, flags, user_deadline(u),
                         on_saved, u);
     if (rc)
         then(u, rc);

@@ -958,7 +958,8 @@ static int is_removed_and_back(const struct store_user *u, const char *id)
 }
 
 int store_user_save(struct store *s, const struct store_user *u, const char *const *removed_ids,
-                    size_t n_removed, uint64_t deadline_ms, store_done_cb cb, void *ud)
+                    size_t n_removed, unsigned flags, uint64_t deadline_ms, store_done_cb cb,
+                    void *ud)
 {
     if (u == NULL || cb == NULL || !user_check(u) || n_removed > STORE_MAX_REMOVE ||
         (n_removed && removed_ids == NULL))
@@ -991,7 +992,7 @@ int store_user_save(struct store *s, const struct store_user *u, const char *con
     for (size_t i = 0; i < n_removed; i++)
         if (!is_removed_and_back(u, removed_ids[i]))
             index_del_if(s, j, removed_ids[i], u->user_id, deadline_ms);
-    for (size_t i = 0; i < u->n_devices; i++)
+    for (size_t i = 0; (flags & STORE_SAVE_INDEX) && i < u->n_devices; i++)
         index_set(s, j, u->devices[i].device_id, u->user_id, deadline_ms);
     join_done(j);
     return 0;

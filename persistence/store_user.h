@@ -189,15 +189,20 @@ int store_user_load(struct store *s, const char *uid, uint64_t deadline_ms, stor
 
 /* store_user_save writes the mailbox record (one HSET on the mailbox's own
  * key, so the credential blobs beside it are kept; its result is the
- * callback's) and, pipelined beside it, every device's index entry (one SET
- * each, in their own hash slots: Cluster-safe, idempotent, repaired by the
- * next save when one fails). |removed_ids| (|n_removed| device ids, may be
+ * callback's) and, with STORE_SAVE_INDEX in |flags|, pipelined beside it,
+ * every device's index entry (one SET each, in their own hash slots:
+ * Cluster-safe, idempotent; a failed one is written again by the next save
+ * that asks for the index). Saves that change no device (a callback's) leave
+ * the index alone: one write. |removed_ids| (|n_removed| device ids, may be
  * NULL) lose their index entries unless they are back in |u| or now name
  * another mailbox. |u| is borrowed and only read during the call. ENS_EINVAL
  * for a user that does not validate (ids, sizes, names, duplicate devices),
  * ENS_ETOOBIG past STORE_MAX_MAILBOX_RECORD. */
+#define STORE_SAVE_INDEX 1u /* also (re)write every device's index entry */
+
 int store_user_save(struct store *s, const struct store_user *u, const char *const *removed_ids,
-                    size_t n_removed, uint64_t deadline_ms, store_done_cb cb, void *ud);
+                    size_t n_removed, unsigned flags, uint64_t deadline_ms, store_done_cb cb,
+                    void *ud);
 
 /* store_user_delete removes the mailbox hash (record and every credential
  * blob) and its devices' index entries that still name it: two round trips, a

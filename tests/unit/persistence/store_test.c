@@ -193,7 +193,8 @@ static struct store_user *make_user(size_t ndev)
 static void save(const struct store_user *u, const char *const *removed, size_t nrem)
 {
     struct res r = {0};
-    assert_int_equal(store_user_save(S, u, removed, nrem, dl(2000), on_done, &r), 0);
+    assert_int_equal(store_user_save(S, u, removed, nrem, STORE_SAVE_INDEX, dl(2000), on_done, &r),
+                     0);
     assert_true(run_until(&r.done, 3000));
     assert_int_equal(r.err, 0);
     assert_int_equal(r.calls, 1);
@@ -397,6 +398,23 @@ static void test_index_beside_the_mailbox(void **state)
     store_user_free(a);
     store_user_free(b);
     store_user_free(c);
+}
+
+/* A save that changes no device (a callback's) is the record alone: one
+ * write; the index is written by the saves that ask for it. */
+static void test_save_without_index(void **state)
+{
+    struct store_user *u = make_user(1);
+    struct res r = {0};
+    assert_int_equal(store_user_save(S, u, NULL, 0, 0, dl(2000), on_done, &r), 0);
+    assert_true(run_until(&r.done, 3000));
+    assert_int_equal(r.err, 0);
+    assert_int_equal(find(u->devices[0].device_id, NULL), ENS_ENOTFOUND);
+    assert_int_equal(dbsize(), 1);
+    save(u, NULL, 0); /* with STORE_SAVE_INDEX */
+    assert_int_equal(find(u->devices[0].device_id, NULL), 0);
+    assert_int_equal(dbsize(), 2);
+    store_user_free(u);
 }
 
 static void test_removed_device_and_replaced_sub(void **state)
@@ -970,6 +988,7 @@ int main(void)
         cmocka_unit_test_setup(test_device_index, flush),
         cmocka_unit_test_setup(test_removed_device_and_replaced_sub, flush),
         cmocka_unit_test_setup(test_index_beside_the_mailbox, flush),
+        cmocka_unit_test_setup(test_save_without_index, flush),
         cmocka_unit_test_setup(test_save_keeps_cred_blobs, flush),
         cmocka_unit_test_setup(test_corrupt_record, flush),
         cmocka_unit_test_setup(test_cred_blobs_are_binary_safe, flush),
