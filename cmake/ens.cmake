@@ -92,3 +92,21 @@ function(ens_fuzz_target name)
            COMMAND sh -c "mkdir -p '${_work}' && exec $<TARGET_FILE:${name}> -max_total_time=${ENS_FUZZ_SECONDS} -timeout=10 -rss_limit_mb=2048 -print_final_stats=0 '${_work}' '${_corpus}'")
   set_tests_properties(${name} PROPERTIES TIMEOUT 120 LABELS fuzz)
 endfunction()
+
+# ens_integration_test(NAME SCRIPT script.py TIMEOUT s ARGS ... [SKIP_RETURN_CODE n]): a Python
+# integration test in tests/integration/ (real redis-server and simulators on loopback), run by
+# /usr/bin/python3 (Debian's python3-h2, -cryptography and -jwcrypto), with LeakSanitizer on in
+# sanitizer builds. Not built in the fuzz configuration.
+function(ens_integration_test name)
+  cmake_parse_arguments(I "" "SCRIPT;TIMEOUT;SKIP_RETURN_CODE" "ARGS" ${ARGN})
+  if(NOT ENS_TESTS OR ENS_FUZZ)
+    return()
+  endif()
+  add_test(NAME ${name}
+           COMMAND /usr/bin/python3 ${PROJECT_SOURCE_DIR}/tests/integration/${I_SCRIPT} ${I_ARGS})
+  set_tests_properties(${name} PROPERTIES TIMEOUT ${I_TIMEOUT} LABELS integration
+                       ENVIRONMENT "ASAN_OPTIONS=detect_leaks=1:abort_on_error=1")
+  if(I_SKIP_RETURN_CODE)
+    set_tests_properties(${name} PROPERTIES SKIP_RETURN_CODE ${I_SKIP_RETURN_CODE})
+  endif()
+endfunction()
