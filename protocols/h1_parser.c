@@ -38,6 +38,7 @@ struct h1_parser {
     int in_head;
     int in_message;
     int no_body;
+    int continue_due; /* the message asked for 100 Continue; not yet reported */
     int upgraded;
     int closed;
 };
@@ -186,6 +187,15 @@ static int on_headers_complete(llhttp_t *ll)
      * without swallowing megabytes first. */
     if ((ll->flags & F_CONTENT_LENGTH) && ll->content_length > p->max_body)
         return limit_fail(p, H1_ERR_BODY_TOO_BIG);
+    /* RFC 9110 10.1.1: a client that sent "Expect: 100-continue" may wait
+     * for an interim answer before sending its body (.NET waits 350 ms, and
+     * Exchange's callbacks are .NET). Only a body still to come needs one. */
+    p->continue_due = 0;
+    if (p->mode == H1_PARSE_REQUEST && !(ll->http_major == 1 && ll->http_minor == 0) &&
+        (((ll->flags & F_CONTENT_LENGTH) && ll->content_length > 0) || (ll->flags & F_CHUNKED))) {
+        struct span ex = h1_message_header(m, "expect");
+        p->continue_due = ex.p != NULL && span_eq_nocase(ex, "100-continue");
+    }
     if (p->no_body) {
         /* Returning 1 (skip the body) rules out pausing here; the head of a
          * HEAD answer is still bounded by the span buffers' caps. */
@@ -351,6 +361,13 @@ int h1_parser_finish(struct h1_parser *p)
 void h1_parser_expect_no_body(struct h1_parser *p, int on)
 {
     p->no_body = on;
+}
+
+int h1_parser_continue_due(struct h1_parser *p)
+{
+    int due = p->continue_due && p->in_message;
+    p->continue_due = 0;
+    return due;
 }
 
 int h1_parser_in_message(const struct h1_parser *p)

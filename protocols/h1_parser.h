@@ -91,6 +91,11 @@ int h1_parser_finish(struct h1_parser *p);
  * answers a HEAD request (no body whatever its headers say). */
 void h1_parser_expect_no_body(struct h1_parser *p, int on);
 
+/* h1_parser_continue_due returns 1 once when the request being received asked
+ * for "Expect: 100-continue" and its body has not all arrived: the server
+ * sends "100 Continue" now, or the client waits before sending the body. */
+int h1_parser_continue_due(struct h1_parser *p);
+
 /* h1_parser_in_message reports whether part of a message has been received. */
 int h1_parser_in_message(const struct h1_parser *p);
 

@@ -36,6 +36,8 @@
  * that unread request bytes do not make the kernel reset the connection and
  * destroy the answer before the client has read it. */
 #define H1_LINGER_MS 2000
+static const char kContinue[] = "HTTP/1.1 100 Continue\r\n\r\n";
+
 /* Response head: status line plus our headers plus the caller's extras. */
 #define H1_MAX_RESPONSE_HEAD (16 * 1024)
 #define H1_MAX_RESPONSE      (64 * 1024 * 1024)
@@ -532,6 +534,10 @@ static void conn_process(struct h1_conn *c)
                 break;
             }
             rt_buf_consume(&c->inbuf, (size_t)n);
+            /* The interim answer goes out only when nothing is owed before
+             * it; a pipelining client that asked for one just waits longer. */
+            if (h1_parser_continue_due(c->parser) && c->nout == 0)
+                (void)rt_stream_write(c->s, (const uint8_t *)kContinue, sizeof(kContinue) - 1);
         }
         if (c->no_more && c->inbuf.len)
             rt_buf_reset(&c->inbuf); /* bytes after a closing request are ignored */

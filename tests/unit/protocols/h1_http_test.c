@@ -42,6 +42,7 @@ struct t {
     size_t want_msgs;
     int raw_end;
     const char *raw_send;
+    const char *after_continue; /* sent once a "100 Continue" has come */
     int drained;
 };
 
@@ -236,6 +237,11 @@ static void raw_read(struct rt_stream *s, int status, const uint8_t *d, size_t n
         return;
     }
     assert_true(h1_parser_feed(t->rp, d, n) >= 0);
+    if (t->after_continue && t->nmsgs >= 1 && t->msgs[0]->status == 100) {
+        assert_int_equal(
+            rt_stream_write(s, (const uint8_t *)t->after_continue, strlen(t->after_continue)), 0);
+        t->after_continue = NULL;
+    }
     if (t->want_msgs && t->nmsgs >= t->want_msgs) {
         rt_stream_close(s, NULL, NULL);
         t->raw = NULL;
@@ -300,6 +306,37 @@ static void test_pipelined_out_of_order_keepalive(void **state)
     assert_memory_equal(t.msgs[2]->body.data, "GET /third ", 11);
     assert_true(t.msgs[0]->keep_alive);
     assert_int_equal(t.accepts, 1); /* all three over one connection */
+    t_finish(&t);
+}
+
+/* Exchange's callbacks come from .NET, which sends "Expect: 100-continue" and
+ * waits for the interim answer before the body: the server sends it as soon
+ * as the head is in, and the body's request is then answered as usual. */
+static void test_expect_100_continue(void **state)
+{
+    struct t t;
+    t_init(&t, NULL, NULL);
+    t.after_continue = "hello";
+    raw_go(&t,
+           "POST /cb HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\n"
+           "Expect: 100-Continue\r\n\r\n",
+           2);
+    uv_run(&t.loop, UV_RUN_DEFAULT);
+    assert_int_equal(t.nmsgs, 2);
+    assert_int_equal(t.msgs[0]->status, 100);
+    assert_int_equal(t.msgs[1]->status, 200);
+    assert_memory_equal(t.msgs[1]->body.data, "POST /cb hello", 14);
+    t_finish(&t);
+
+    /* A body sent with the head needs no interim answer, and gets none. */
+    t_init(&t, NULL, NULL);
+    raw_go(&t,
+           "POST /cb HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\n"
+           "Expect: 100-continue\r\n\r\nhello",
+           1);
+    uv_run(&t.loop, UV_RUN_DEFAULT);
+    assert_int_equal(t.nmsgs, 1);
+    assert_int_equal(t.msgs[0]->status, 200);
     t_finish(&t);
 }
 
@@ -447,6 +484,7 @@ int main(void)
         cmocka_unit_test(test_body_too_large),
         cmocka_unit_test(test_client_deadline),
         cmocka_unit_test(test_pipelined_out_of_order_keepalive),
+        cmocka_unit_test(test_expect_100_continue),
         cmocka_unit_test(test_garbage_gets_400_and_close),
         cmocka_unit_test(test_header_too_large_431),
         cmocka_unit_test(test_idle_timeout_closes),
