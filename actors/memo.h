@@ -5,8 +5,10 @@
  * token of the active subscription (key material never stored, needed to
  * repair the subscription without the phone), the item ids last pushed (so a
  * replay after a watermark gap pushes nothing twice) and when devices were
- * last asked to check in (at most ACT_USER_CHECKIN_EVERY_MS apart). They live
- * here, one bounded cache per scheduler, about 150 bytes an entry, least
+ * last asked to check in (at most ACT_USER_CHECKIN_EVERY_MS apart), and the
+ * health index's due time as last written (so a healthy subscription moves it
+ * only every other status event). They live here, one bounded cache per
+ * scheduler, 180 bytes an entry (payload, key and links), least
  * recently used evicted first. Losing an entry (eviction, restart) only means
  * the devices are asked to check in where the actor would have repaired
  * alone.
