@@ -30,7 +30,7 @@ struct act_memo {
     struct seal_token token; /* secret: valid when has_token */
     uint8_t has_token;
     uint64_t recent[ACT_MEMO_RECENT]; /* newest last; 0 = empty */
-    uint64_t last_checkin_ms;         /* uv_now() of the last check-in push; 0 = never */
+    int64_t last_checkin_ms;          /* UNIX ms of the last check-in push; 0 = never */
     int64_t due_written_ms;           /* the health index's due time as last written */
 };
 

@@ -229,7 +229,16 @@ void user_health_arm(struct user *u, int force)
  * asked to check in once more. */
 void user_health_recheck(struct user *u)
 {
-    health_write(u, rt_wall_ms() + ACT_USER_CHECKIN_EVERY_MS);
+    /* Asked again after as long as the subscription has been silent, from
+     * ACT_USER_CHECKIN_EVERY_MS up to ACT_USER_CHECKIN_MAX_MS: a phone that is
+     * off for a while is not sent a silent push three times an hour. */
+    int64_t now = rt_wall_ms();
+    int64_t quiet = now - u->rec->sub.last_status_at * 1000;
+    if (quiet < ACT_USER_CHECKIN_EVERY_MS)
+        quiet = ACT_USER_CHECKIN_EVERY_MS;
+    if (quiet > ACT_USER_CHECKIN_MAX_MS)
+        quiet = ACT_USER_CHECKIN_MAX_MS;
+    health_write(u, now + quiet);
 }
 
 static uint64_t item_hash(const char *id)

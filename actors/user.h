@@ -19,10 +19,11 @@
 #include "protocols/soap_ews.h"
 #include "runtime/buf.h"
 
-#define ACT_USER_STATUS_SLACK_MS  (60 * 1000)      /* grace on top of 2 x StatusFrequency */
-#define ACT_USER_CHECKIN_EVERY_MS (20 * 60 * 1000) /* at most 3 check-in requests an hour */
-#define ACT_USER_RECENT_ITEMS     64               /* item ids remembered to drop duplicates */
-#define ACT_USER_MAX_FETCH        32               /* new items fetched in one GetItem */
+#define ACT_USER_STATUS_SLACK_MS  (60 * 1000)          /* grace on top of 2 x StatusFrequency */
+#define ACT_USER_CHECKIN_EVERY_MS (20 * 60 * 1000)     /* at most 3 check-in requests an hour */
+#define ACT_USER_CHECKIN_MAX_MS   (6 * 60 * 60 * 1000) /* and at least one every 6 hours */
+#define ACT_USER_RECENT_ITEMS     64                   /* item ids remembered to drop duplicates */
+#define ACT_USER_MAX_FETCH        32                   /* new items fetched in one GetItem */
 
 /* ACT_MSG_ENROLL: subscribe or check-in, already authenticated and decrypted. */
 struct act_enroll_msg {

@@ -60,7 +60,7 @@ struct user {
      * actor is passivated these wait in its scheduler's memo cache. */
     struct seal_token token;
     int has_token;
-    uint64_t last_checkin_push_ms;
+    int64_t last_checkin_push_ms; /* UNIX ms (runtime/clock.h) of the last check-in request */
 
     int counted_state; /* the state this mailbox adds to subs_by_state, or -1 */
 

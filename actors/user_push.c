@@ -2,6 +2,8 @@
  * handed to the push actor. */
 #include "actors/user_int.h"
 
+#include "runtime/clock.h"
+
 #include "actors/push.h"
 
 /* ---- Pushes ---- */
@@ -125,7 +127,7 @@ void user_push_badge(struct user *u)
 
 void user_push_checkin(struct user *u)
 {
-    uint64_t now = uv_now(rt_actor_loop(u->actor));
+    int64_t now = rt_wall_ms();
     if (u->last_checkin_push_ms && now - u->last_checkin_push_ms < ACT_USER_CHECKIN_EVERY_MS)
         return;
     u->last_checkin_push_ms = now;

@@ -176,6 +176,20 @@ class Health(unittest.TestCase):
         time.sleep(2)
         self.assertEqual(len(self.checkins()), 1)
 
+    def test_3b_a_silent_phone_is_asked_less_and_less(self):
+        """Stale and unanswered, the mailbox asks its device again after as long
+        as it has been silent (20 minutes at first, at most 6 hours): over six
+        hours a handful of silent pushes, not one every 20 minutes."""
+        asked = len(self.checkins())
+        self.assertGreaterEqual(asked, 1)
+        for _ in range(90):  # 90 x 4 minutes
+            self.advance_clock()
+            time.sleep(0.3)
+        more = len(self.checkins()) - asked
+        self.assertGreaterEqual(more, 2, "the device was not asked again")
+        self.assertLessEqual(more, 6, "asked %d times in 6 hours" % more)
+        self.assertEqual(self.state()["state"], "stale")
+
     def test_4_a_due_entry_with_no_mailbox_leaves_the_index(self):
         """An entry whose mailbox is gone (deleted, or never was) is woken
         once and forgotten, not leased again every minute."""
