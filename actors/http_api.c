@@ -616,6 +616,72 @@ static void handle_ready(struct ens_sched_ctx *ctx, struct h1_req *req)
     }
 }
 
+static void route_alive(struct ens_sched_ctx *ctx, struct h1_req *req, struct span tail)
+{
+    (void)ctx, (void)tail;
+    respond_json_text(req, 200, "{\"status\":\"ok\",\"version\":\"" ENS_VERSION "\"}");
+}
+
+static void route_ready(struct ens_sched_ctx *ctx, struct h1_req *req, struct span tail)
+{
+    (void)tail;
+    handle_ready(ctx, req);
+}
+
+static void route_keys(struct ens_sched_ctx *ctx, struct h1_req *req, struct span tail)
+{
+    (void)tail;
+    struct act_keyset *ks = ens_app_keys(ctx->app);
+    if (ks)
+        respond_json_text(req, 200, ks->jwks);
+    else
+        h1_req_respond_error(req, 503, "unavailable", "keys are not loaded yet");
+}
+
+static void route_subscribe(struct ens_sched_ctx *ctx, struct h1_req *req, struct span tail)
+{
+    (void)tail;
+    handle_enroll(ctx, req, 0);
+}
+
+static void route_checkin(struct ens_sched_ctx *ctx, struct h1_req *req, struct span tail)
+{
+    (void)tail;
+    handle_enroll(ctx, req, 1);
+}
+
+static void route_unsubscribe(struct ens_sched_ctx *ctx, struct h1_req *req, struct span tail)
+{
+    (void)tail;
+    handle_unsubscribe(ctx, req);
+}
+
+static void route_callback(struct ens_sched_ctx *ctx, struct h1_req *req, struct span tail)
+{
+    handle_callback(ctx, req, tail);
+}
+
+#define ROUTE_GET  1u /* and HEAD */
+#define ROUTE_POST 2u
+
+/* The device API and the callback (API.md 1, 2): a path that exists but not
+ * for the method is 405 with the methods it has in Allow; HEAD goes wherever
+ * GET does. */
+static const struct route {
+    const char *path;
+    int prefix; /* the path is a prefix; the rest goes to the handler */
+    unsigned methods;
+    void (*fn)(struct ens_sched_ctx *ctx, struct h1_req *req, struct span tail);
+} kRoutes[] = {
+    {"/alive", 0, ROUTE_GET, route_alive},
+    {"/ready", 0, ROUTE_GET, route_ready},
+    {"/v1/keys", 0, ROUTE_GET, route_keys},
+    {"/v1/subscribe", 0, ROUTE_POST, route_subscribe},
+    {"/v1/checkin", 0, ROUTE_POST, route_checkin},
+    {"/v1/unsubscribe", 0, ROUTE_POST, route_unsubscribe},
+    {"/v1/ews/", 1, ROUTE_POST, route_callback},
+};
+
 void act_http_public(struct h1_req *req, void *ud)
 {
     struct ens_sched_ctx *ctx = ud;
@@ -635,30 +701,23 @@ void act_http_public(struct h1_req *req, void *ud)
         return;
     }
     struct span rest = span_make(target.p + bl, target.len - bl);
-    int get = strcmp(method, "GET") == 0, post = strcmp(method, "POST") == 0;
-    if (path_is(rest, "/alive") && get) {
-        respond_json_text(req, 200, "{\"status\":\"ok\",\"version\":\"" ENS_VERSION "\"}");
-    } else if (path_is(rest, "/ready") && get) {
-        handle_ready(ctx, req);
-    } else if (path_is(rest, "/v1/keys") && get) {
-        struct act_keyset *ks = ens_app_keys(app);
-        if (ks)
-            respond_json_text(req, 200, ks->jwks);
-        else
-            h1_req_respond_error(req, 503, "unavailable", "keys are not loaded yet");
-    } else if (path_is(rest, "/v1/subscribe") && post) {
-        handle_enroll(ctx, req, 0);
-    } else if (path_is(rest, "/v1/checkin") && post) {
-        handle_enroll(ctx, req, 1);
-    } else if (path_is(rest, "/v1/unsubscribe") && post) {
-        handle_unsubscribe(ctx, req);
-    } else if (span_has_prefix(rest, "/v1/ews/") && post) {
-        handle_callback(ctx, req, span_make(rest.p + 8, rest.len - 8));
-    } else if (path_is(rest, "/alive") || path_is(rest, "/ready") || path_is(rest, "/v1/keys") ||
-               path_is(rest, "/v1/subscribe") || path_is(rest, "/v1/checkin") ||
-               path_is(rest, "/v1/unsubscribe") || span_has_prefix(rest, "/v1/ews/")) {
-        h1_req_respond_error(req, 405, "method_not_allowed", "wrong method for this endpoint");
-    } else {
-        h1_req_respond_error(req, 404, "not_found", "no such endpoint");
+    unsigned m = strcmp(method, "GET") == 0    ? ROUTE_GET
+                 : strcmp(method, "HEAD") == 0 ? ROUTE_GET /* answered as GET, without body */
+                 : strcmp(method, "POST") == 0 ? ROUTE_POST
+                                               : 0;
+    for (size_t i = 0; i < sizeof(kRoutes) / sizeof(kRoutes[0]); i++) {
+        const struct route *r = &kRoutes[i];
+        if (r->prefix ? !span_has_prefix(rest, r->path) : !path_is(rest, r->path))
+            continue;
+        if (!(m & r->methods)) {
+            const struct h1_header allow[] = {
+                {"Allow", r->methods == ROUTE_GET ? "GET, HEAD" : "POST"}};
+            h1_req_respond_error_with(req, 405, "method_not_allowed",
+                                      "wrong method for this endpoint", allow, 1);
+            return;
+        }
+        r->fn(ctx, req, span_make(rest.p + strlen(r->path), rest.len - strlen(r->path)));
+        return;
     }
+    h1_req_respond_error(req, 404, "not_found", "no such endpoint");
 }

@@ -25,6 +25,7 @@
 #include "protocols/h2_server.h"
 #include "protocols/limits.h"
 #include "runtime/alloc.h"
+#include "runtime/clock.h"
 #include "runtime/buf.h"
 #include "runtime/err.h"
 #include "runtime/log.h"
@@ -186,6 +187,9 @@ static void build_response(struct rt_buf *out, int status, const char *ctype, co
     if (ctype)
         rt_buf_appendf(out, "Content-Type: %s\r\n", ctype);
     rt_buf_appendf(out, "Content-Length: %zu\r\n", len);
+    char date[RT_HTTP_DATE_CHARS + 1];
+    rt_http_date(date);
+    rt_buf_appendf(out, "Date: %s\r\n", date);
     rt_buf_append_str(out, close ? "Connection: close\r\n" : "Connection: keep-alive\r\n");
     for (size_t i = 0; i < nextra; i++)
         if (out->len + strlen(extra[i].name) + strlen(extra[i].value) + 4 < H1_MAX_RESPONSE_HEAD)
@@ -394,7 +398,8 @@ static void h2_on_closed(void *ud, struct h2_server_conn *k)
 
 static const struct h2_server_cbs kH2Cbs = {h2_on_request, h2_on_stream_gone, h2_on_closed};
 
-int h1_req_respond_error(struct h1_req *req, int status, const char *code, const char *message)
+int h1_req_respond_error_with(struct h1_req *req, int status, const char *code, const char *message,
+                              const struct h1_header *extra, size_t nextra)
 {
     struct rt_buf body;
     rt_buf_init(&body, 4096);
@@ -402,9 +407,14 @@ int h1_req_respond_error(struct h1_req *req, int status, const char *code, const
         rt_buf_reset(&body);
         h1_error_json(&body, code, NULL);
     }
-    int rc = h1_req_respond(req, status, "application/json", body.data, body.len, NULL, 0);
+    int rc = h1_req_respond(req, status, "application/json", body.data, body.len, extra, nextra);
     rt_buf_cleanup(&body);
     return rc;
+}
+
+int h1_req_respond_error(struct h1_req *req, int status, const char *code, const char *message)
+{
+    return h1_req_respond_error_with(req, status, code, message, NULL, 0);
 }
 
 /* ---- accessors ---- */

@@ -101,6 +101,11 @@ int h1_req_respond(struct h1_req *req, int status, const char *content_type, con
  * JSON-escaped). Same contract as h1_req_respond. */
 int h1_req_respond_error(struct h1_req *req, int status, const char *code, const char *message);
 
+/* h1_req_respond_error_with is h1_req_respond_error with extra header fields
+ * (|extra| borrowed for the call): Allow on a 405, Retry-After. */
+int h1_req_respond_error_with(struct h1_req *req, int status, const char *code, const char *message,
+                              const struct h1_header *extra, size_t nextra);
+
 /* h1_error_json appends {"error":..,"message":..} to |out|; 0 or ENS_ETOOBIG. */
 struct rt_buf;
 int h1_error_json(struct rt_buf *out, const char *code, const char *message);

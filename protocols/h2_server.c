@@ -21,6 +21,7 @@
 
 #include "protocols/limits.h"
 #include "runtime/alloc.h"
+#include "runtime/clock.h"
 #include "runtime/err.h"
 #include "runtime/log.h"
 #include "runtime/span.h"
@@ -155,16 +156,18 @@ static int submit(struct h2_server_session *s, struct sstream *st, int status, c
                   const uint8_t *body, size_t len, const struct h1_header *extra, size_t nextra,
                   int head_only)
 {
-    char code[16], clen[24];
+    char code[16], clen[24], date[RT_HTTP_DATE_CHARS + 1];
     snprintf(code, sizeof(code), "%03d", status);
     snprintf(clen, sizeof(clen), "%zu", len);
-    nghttp2_nv *nva = ens_calloc(3 + nextra, sizeof(*nva));
+    rt_http_date(date);
+    nghttp2_nv *nva = ens_calloc(4 + nextra, sizeof(*nva));
     char **lower = ens_calloc(nextra ? nextra : 1, sizeof(*lower));
     size_t n = 0;
     nva[n++] = make_nv(":status", 7, code);
     if (ctype)
         nva[n++] = make_nv("content-type", 12, ctype);
     nva[n++] = make_nv("content-length", 14, clen);
+    nva[n++] = make_nv("date", 4, date);
     for (size_t i = 0; i < nextra; i++) {
         if (dropped_name(extra[i].name))
             continue;

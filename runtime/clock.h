@@ -13,6 +13,13 @@
 /* rt_wall_ms returns UNIX time in milliseconds (plus the test offset). */
 int64_t rt_wall_ms(void);
 
+#define RT_HTTP_DATE_CHARS 29 /* "Sun, 06 Nov 1994 08:49:37 GMT" */
+
+/* rt_http_date writes the current time as an HTTP date (RFC 9110 5.6.7,
+ * IMF-fixdate) and a NUL into |out|. Formatted at most once a second per
+ * thread; any thread. Real time: the test offset does not apply. */
+void rt_http_date(char out[RT_HTTP_DATE_CHARS + 1]);
+
 /* rt_clock_advance moves the clock forward by |ms| (>= 0) for every thread.
  * For tests only: nothing in the server calls it. */
 void rt_clock_advance(int64_t ms);

@@ -321,8 +321,18 @@ class EndToEnd(unittest.TestCase):
         st, body = s.subscribe(self.token, s.enrollment("bob@contoso.com", "pw-bob", device_id="bob-2"),
                                path="/v1/checkin")
         self.assertEqual((st, body["error"]), (404, "not_found"))
-        # 405 wrong method
-        self.assertEqual(s.public("GET", "/v1/subscribe")[0], 405)
+        # 405 wrong method, with the methods the path has in Allow (RFC 9110 15.5.6)
+        st, _, h = s.public("GET", "/v1/subscribe")
+        self.assertEqual((st, h.get("Allow")), (405, "POST"))
+        st, _, h = s.public("POST", "/alive", b"{}")
+        self.assertEqual((st, h.get("Allow")), (405, "GET, HEAD"))
+        # HEAD wherever GET is served: the same head, no body; a Date on every answer
+        st, b, h = s.public("HEAD", "/alive")
+        self.assertEqual((st, b), (200, b""))
+        self.assertGreater(int(h["Content-Length"]), 0)
+        self.assertRegex(h.get("Date", ""), r"^[A-Z][a-z]{2}, \d{2} [A-Z][a-z]{2} \d{4} "
+                                            r"\d{2}:\d{2}:\d{2} GMT$")
+        self.assertIn("Date", s.public("GET", "/nowhere")[2])
 
         # Callback: 400 malformed XML behind a token that parses; 413 over http.max_body_bytes.
         import base64

@@ -326,6 +326,7 @@ static void test_expect_100_continue(void **state)
     assert_int_equal(t.msgs[0]->status, 100);
     assert_int_equal(t.msgs[1]->status, 200);
     assert_memory_equal(t.msgs[1]->body.data, "POST /cb hello", 14);
+    assert_non_null(h1_message_header(t.msgs[1], "date").p); /* every final answer has a Date */
     t_finish(&t);
 
     /* A body sent with the head needs no interim answer, and gets none. */

@@ -3,10 +3,13 @@
 #include <stdarg.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <stdio.h>
 #include <string.h>
+#include <time.h>
 #include <cmocka.h>
 
 #include "runtime/b64.h"
+#include "runtime/clock.h"
 #include "runtime/buf.h"
 #include "runtime/err.h"
 #include "runtime/log.h"
@@ -120,6 +123,29 @@ static void test_secret_buf_grows_and_keeps_contents(void **state)
     assert_null(b.data);
 }
 
+/* Every response carries an HTTP date (RFC 9110 5.6.7): IMF-fixdate, GMT. */
+static void test_http_date(void **state)
+{
+    (void)state;
+    char d[RT_HTTP_DATE_CHARS + 1];
+    rt_http_date(d);
+    assert_int_equal(strlen(d), RT_HTTP_DATE_CHARS);
+    assert_memory_equal(d + 3, ", ", 2);
+    assert_memory_equal(d + 25, " GMT", 4);
+    /* the same second as time(), through gmtime */
+    time_t now = time(NULL);
+    struct tm tm;
+    gmtime_r(&now, &tm);
+    char year[24];
+    snprintf(year, sizeof(year), " %04d ", tm.tm_year + 1900);
+    assert_non_null(strstr(d, year));
+    static const char *const kDays[] = {"Sun", "Mon", "Tue", "Wed", "Thu", "Fri", "Sat"};
+    int known = 0;
+    for (int i = 0; i < 7; i++)
+        known |= memcmp(d, kDays[i], 3) == 0;
+    assert_true(known);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -127,6 +153,7 @@ int main(void)
         cmocka_unit_test(test_span_readers_advance_only_on_success),
         cmocka_unit_test(test_span_decimal_bounds),
         cmocka_unit_test(test_err_names),
+        cmocka_unit_test(test_http_date),
         cmocka_unit_test(test_log_redacts_secrets),
         cmocka_unit_test(test_b64_round_trip_and_strictness),
         cmocka_unit_test(test_secret_buf_grows_and_keeps_contents),
