@@ -599,8 +599,9 @@ void act_http_admin(struct h1_req *req, void *ud)
         }
     }
     const char *method = h1_req_method(req);
-    int get = strcmp(method, "GET") == 0, post = strcmp(method, "POST") == 0;
-    int del = strcmp(method, "DELETE") == 0;
+    /* HEAD goes wherever GET does; the server sends the head alone. */
+    int get = strcmp(method, "GET") == 0 || strcmp(method, "HEAD") == 0;
+    int post = strcmp(method, "POST") == 0, del = strcmp(method, "DELETE") == 0;
     static const char kUsers[] = "/admin/v1/users", kDevices[] = "/admin/v1/devices/";
     size_t ul = sizeof(kUsers) - 1, dl = sizeof(kDevices) - 1;
     static const char kTenants[] = "/admin/v1/tenants";
