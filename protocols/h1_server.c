@@ -20,6 +20,7 @@
 
 #include <stdio.h>
 #include <string.h>
+#include <strings.h>
 
 #include "protocols/h1_parser.h"
 #include "protocols/h2_server.h"
@@ -319,7 +320,11 @@ static int h1_respond(struct h1_req *req, int status, const char *content_type, 
                       size_t len, const struct h1_header *extra, size_t nextra)
 {
     struct h1_conn *c = req->conn;
-    int close = req->close_after || c->no_more || (c->srv && c->srv->draining);
+    /* Only the last request in the queue may end the connection: an earlier
+     * one answered while a later one is closing (or is an error of ours)
+     * keeps it, or the later one's answer would be lost (RFC 9112 9.3.2). */
+    int close =
+        req->close_after || ((c->no_more || (c->srv && c->srv->draining)) && req->next == NULL);
     int head_only = req->msg && req->msg->method && strcmp(req->msg->method, "HEAD") == 0;
     struct rt_buf out;
     build_response(&out, status, content_type, body, len, extra, nextra, close, head_only);
@@ -426,7 +431,23 @@ const char *h1_req_method(const struct h1_req *req)
 
 struct span h1_req_target(const struct h1_req *req)
 {
-    return req->msg ? span_make(req->msg->target, req->msg->target_len) : span_make(NULL, 0);
+    if (!req->msg)
+        return span_make(NULL, 0);
+    struct span t = span_make(req->msg->target, req->msg->target_len);
+    /* RFC 9112 3.2.2: absolute-form ("http://host/path", as proxies send)
+     * is accepted; routes see its path. */
+    static const char *const kSchemes[] = {"http://", "https://"};
+    for (size_t i = 0; i < 2; i++) {
+        size_t at = strlen(kSchemes[i]);
+        if (t.len < at || !span_eq_nocase(span_make(t.p, at), kSchemes[i]))
+            continue;
+        while (at < t.len && t.p[at] != '/' && t.p[at] != '?')
+            at++;
+        if (at == t.len)
+            return span_make("/", 1);
+        return span_make(t.p + at, t.len - at);
+    }
+    return t;
 }
 
 struct span h1_req_header(const struct h1_req *req, const char *name)
@@ -446,9 +467,25 @@ struct span h1_req_body(const struct h1_req *req)
 
 /* ---- the connection ---- */
 
+/* host_count returns how many Host fields |m| has (0, 1, or 2 for "more"). */
+static int host_count(const struct h1_message *m)
+{
+    int n = 0;
+    for (size_t i = 0; i < m->nheaders && n < 2; i++)
+        n += m->headers[i].name_len == 4 && strncasecmp(m->headers[i].name, "host", 4) == 0;
+    return n;
+}
+
 static int on_message(struct h1_message *m, void *ud)
 {
     struct h1_conn *c = ud;
+    /* RFC 9112 3.2: an HTTP/1.1 request without a Host, or with two, is 400
+     * (and the connection ends, as for any malformed request). */
+    if (m->http_major == 1 && m->http_minor >= 1 && host_count(m) != 1) {
+        h1_message_free(m);
+        queue_error(c, 400, "bad_request", "an HTTP/1.1 request has exactly one Host field");
+        return H1_PARSER_PAUSE;
+    }
     struct h1_req *r = ens_calloc(1, sizeof(*r));
     r->ops = &kH1Ops;
     r->conn = c;

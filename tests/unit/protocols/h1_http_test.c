@@ -341,6 +341,42 @@ static void test_expect_100_continue(void **state)
     t_finish(&t);
 }
 
+/* RFC 9112: exactly one Host in an HTTP/1.1 request (else 400 and close);
+ * HTTP/1.0 needs none; an absolute-form target routes by its path. */
+static void test_host_and_absolute_form(void **state)
+{
+    static const char *const bad[] = {
+        "GET /a HTTP/1.1\r\n\r\n",
+        "GET /a HTTP/1.1\r\nHost: x\r\nHost: y\r\n\r\n",
+    };
+    for (size_t i = 0; i < 2; i++) {
+        struct t t;
+        t_init(&t, NULL, NULL);
+        raw_go(&t, bad[i], 0);
+        uv_run(&t.loop, UV_RUN_DEFAULT);
+        assert_int_equal(t.nmsgs, 1);
+        assert_int_equal(t.msgs[0]->status, 400);
+        assert_int_equal(t.nreq, 0); /* never reached the handler */
+        assert_int_equal(t.raw_end, ENS_ECLOSED);
+        t_finish(&t);
+    }
+    struct t t;
+    t_init(&t, NULL, NULL);
+    raw_go(&t,
+           "GET HTTP://ens.example.com/abs?q=1 HTTP/1.1\r\nHost: ens.example.com\r\n\r\n"
+           "GET /ten HTTP/1.0\r\n\r\n",
+           2);
+    uv_run(&t.loop, UV_RUN_DEFAULT);
+    /* the second, closing one is answered too: pipelined answers are never lost */
+    assert_int_equal(t.nmsgs, 2);
+    assert_int_equal(t.msgs[0]->status, 200);
+    assert_memory_equal(t.msgs[0]->body.data, "GET /abs?q=1 ", 13);
+    assert_true(t.msgs[0]->keep_alive);
+    assert_int_equal(t.msgs[1]->status, 200);
+    assert_memory_equal(t.msgs[1]->body.data, "GET /ten ", 9);
+    t_finish(&t);
+}
+
 static void test_garbage_gets_400_and_close(void **state)
 {
     struct t t;
@@ -486,6 +522,7 @@ int main(void)
         cmocka_unit_test(test_client_deadline),
         cmocka_unit_test(test_pipelined_out_of_order_keepalive),
         cmocka_unit_test(test_expect_100_continue),
+        cmocka_unit_test(test_host_and_absolute_form),
         cmocka_unit_test(test_garbage_gets_400_and_close),
         cmocka_unit_test(test_header_too_large_431),
         cmocka_unit_test(test_idle_timeout_closes),
