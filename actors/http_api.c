@@ -487,6 +487,37 @@ static void unsub_with_uid(int err, const char *uid, void *ud)
     ens_free(r);
 }
 
+/* unsub_parse reads the body's deviceId and deviceKey into |r|'s message, or
+ * answers 400/422 and returns 0. The key is wiped from the parsed body. */
+static int unsub_parse(struct unsub_req *r)
+{
+    struct span body = h1_req_body(r->req);
+    cJSON *j = cJSON_ParseWithLength((const char *)body.p, body.len);
+    const char *dev = NULL, *key = NULL;
+    if (!cJSON_IsObject(j)) {
+        cJSON_Delete(j);
+        unsub_fail(r, 400, "bad_request", "the body is not a JSON object");
+        return 0;
+    }
+    int ok_dev = str_field(j, "deviceId", STORE_ID_CHARS, STORE_ID_CHARS, &dev);
+    int ok_key = str_field(j, "deviceKey", 1, 128, &key);
+    if (!ok_dev || !ok_key) {
+        if (key)
+            OPENSSL_cleanse((void *)key, strlen(key));
+        cJSON_Delete(j);
+        unsub_fail(r, 422, "invalid_field", !ok_dev ? "deviceId" : "deviceKey");
+        return 0;
+    }
+    snprintf(r->msg->device_id, sizeof(r->msg->device_id), "%s", dev);
+    ens_sha256_hex(span_cstr(key), r->msg->key_hash);
+    OPENSSL_cleanse((void *)key, strlen(key));
+    cJSON_Delete(j);
+    return 1;
+}
+
+/* unsub_with_token: the API token is judged before the body is read, so a
+ * stranger learns nothing of what a well-formed body would have got (API.md
+ * 1.3: 401 whatever the body). */
 static void unsub_with_token(int err, const char *tenant_id, void *ud)
 {
     struct unsub_req *r = ud;
@@ -497,6 +528,8 @@ static void unsub_with_token(int err, const char *tenant_id, void *ud)
             unsub_fail(r, 503, "unavailable", "storage unavailable");
         return;
     }
+    if (!unsub_parse(r))
+        return;
     snprintf(r->msg->tenant_id, sizeof(r->msg->tenant_id), "%s", tenant_id);
     int rc = store_user_find_by_device(ens_sched_ctx_current()->store, r->msg->device_id,
                                        deadline(), unsub_with_uid, r);
@@ -511,30 +544,11 @@ static void handle_unsubscribe(struct ens_sched_ctx *ctx, struct h1_req *req)
         h1_req_respond_error(req, 401, "unauthorized", "missing or malformed API token");
         return;
     }
-    struct span body = h1_req_body(req);
-    cJSON *j = cJSON_ParseWithLength((const char *)body.p, body.len);
-    const char *dev = NULL, *key = NULL;
-    if (!cJSON_IsObject(j)) {
-        cJSON_Delete(j);
-        h1_req_respond_error(req, 400, "bad_request", "the body is not a JSON object");
-        return;
-    }
-    int ok_dev = str_field(j, "deviceId", STORE_ID_CHARS, STORE_ID_CHARS, &dev);
-    int ok_key = str_field(j, "deviceKey", 1, 128, &key);
-    if (!ok_dev || !ok_key) {
-        cJSON_Delete(j);
-        h1_req_respond_error(req, 422, "invalid_field", !ok_dev ? "deviceId" : "deviceKey");
-        return;
-    }
     struct unsub_req *r = ens_calloc(1, sizeof(*r));
     r->req = req;
     r->app = ctx->app;
     r->msg = rt_msg_new(sizeof(*r->msg), ACT_MSG_DEVICE_OP);
     r->msg->op = ACT_DEVICE_UNSUBSCRIBE;
-    snprintf(r->msg->device_id, sizeof(r->msg->device_id), "%s", dev);
-    ens_sha256_hex(span_cstr(key), r->msg->key_hash);
-    OPENSSL_cleanse((void *)key, strlen(key));
-    cJSON_Delete(j);
     uint8_t hash[32];
     SHA256(tok.p, tok.len, hash);
     int rc = store_apitoken_lookup(ctx->store, hash, deadline(), unsub_with_token, r);

@@ -250,6 +250,15 @@ class EndToEnd(unittest.TestCase):
         self.assertEqual(st, 401)
         st, b, _ = s.public("POST", "/v1/unsubscribe", b"{}", hdr)
         self.assertEqual((st, json.loads(b)["error"]), (422, "invalid_field"))
+        # The API token is judged before the body: a wrong one is 401 whatever the body
+        # (API.md 1.3), and a well-formed deviceId nobody has is 404.
+        wrong = {"Authorization": "Bearer " + "w" * 43, "Content-Type": "application/json"}
+        for body in (b"not json", b"{}", good):
+            st, b, _ = s.public("POST", "/v1/unsubscribe", body, wrong)
+            self.assertEqual((st, json.loads(b)["error"]), (401, "unauthorized"), body)
+        nobody = json.dumps({"deviceId": "A" * 22, "deviceKey": key}).encode()
+        st, b, _ = s.public("POST", "/v1/unsubscribe", nobody, hdr)
+        self.assertEqual((st, json.loads(b)["error"]), (404, "not_found"))
 
         # The operator removes the other device: the mailbox has none, Exchange is told Unsubscribe.
         others = [d["deviceId"] for d in state["devices"] if d["deviceId"] != did]
