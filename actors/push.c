@@ -156,14 +156,10 @@ static void push_done(struct push_actor *pa, struct act_push_msg *p, const struc
         uv_timer_start(&r->timer, retry_fire_cb, delay, 0);
         return;
     }
-    if (o->cls == ACT_PUSH_RETRY) {
-        struct push_outcome expired = *o;
-        expired.reason = "Expired";
-        push_report(pa, p, &expired);
-        rt_msg_free(&p->hdr);
-        return;
-    }
-    push_report(pa, p, o);
+    struct push_outcome final = *o;
+    if (o->cls == ACT_PUSH_RETRY)
+        final.reason = "Expired"; /* transient until its expiry: counted as expired */
+    push_report(pa, p, &final);
     rt_msg_free(&p->hdr);
 }
 

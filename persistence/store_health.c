@@ -45,9 +45,12 @@ static void on_done(int err, redisReply *r, void *ud)
     ens_free(q);
 }
 
+/* send_cmd sends one command whose reply |cb| hands to the caller's callback
+ * in |req| (copied to the heap, freed by |cb| or here when nothing was sent). */
 static int send_cmd(struct store *s, int argc, const char **argv, uint64_t deadline_ms,
-                    store_reply_cb cb, struct health_req *q)
+                    store_reply_cb cb, struct health_req req)
 {
+    struct health_req *q = (struct health_req *)ens_memdup(&req, sizeof(req));
     int rc = store_cmdargv(s, argc, argv, NULL, deadline_ms, cb, q);
     if (rc)
         ens_free(q);
@@ -63,10 +66,7 @@ int store_health_set(struct store *s, const char *uid, int64_t due_ms, uint64_t 
     shard_key(store_health_shard(uid), key);
     snprintf(score, sizeof(score), "%lld", (long long)due_ms);
     const char *argv[4] = {"ZADD", key, score, uid};
-    struct health_req *q = ens_calloc(1, sizeof(*q));
-    q->done = cb;
-    q->ud = ud;
-    return send_cmd(s, 4, argv, deadline_ms, on_done, q);
+    return send_cmd(s, 4, argv, deadline_ms, on_done, (struct health_req){.done = cb, .ud = ud});
 }
 
 int store_health_del(struct store *s, const char *uid, uint64_t deadline_ms, store_done_cb cb,
@@ -77,10 +77,7 @@ int store_health_del(struct store *s, const char *uid, uint64_t deadline_ms, sto
     char key[HEALTH_KEY_MAX];
     shard_key(store_health_shard(uid), key);
     const char *argv[3] = {"ZREM", key, uid};
-    struct health_req *q = ens_calloc(1, sizeof(*q));
-    q->done = cb;
-    q->ud = ud;
-    return send_cmd(s, 3, argv, deadline_ms, on_done, q);
+    return send_cmd(s, 3, argv, deadline_ms, on_done, (struct health_req){.done = cb, .ud = ud});
 }
 
 static void on_take(int err, redisReply *r, void *ud)
@@ -116,10 +113,7 @@ int store_health_take(struct store *s, int shard, int64_t now_ms, int64_t lease_
     snprintf(until, sizeof(until), "%lld", (long long)(now_ms + lease_ms));
     snprintf(limit, sizeof(limit), "%zu", max);
     const char *argv[7] = {"EVAL", kTakeScript, "1", key, now, until, limit};
-    struct health_req *q = ens_calloc(1, sizeof(*q));
-    q->take = cb;
-    q->ud = ud;
-    return send_cmd(s, 7, argv, deadline_ms, on_take, q);
+    return send_cmd(s, 7, argv, deadline_ms, on_take, (struct health_req){.take = cb, .ud = ud});
 }
 
 static void on_due(int err, redisReply *r, void *ud)
@@ -142,8 +136,5 @@ int store_health_due_get(struct store *s, const char *uid, uint64_t deadline_ms,
     char key[HEALTH_KEY_MAX];
     shard_key(store_health_shard(uid), key);
     const char *argv[3] = {"ZSCORE", key, uid};
-    struct health_req *q = ens_calloc(1, sizeof(*q));
-    q->due = cb;
-    q->ud = ud;
-    return send_cmd(s, 3, argv, deadline_ms, on_due, q);
+    return send_cmd(s, 3, argv, deadline_ms, on_due, (struct health_req){.due = cb, .ud = ud});
 }

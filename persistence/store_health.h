@@ -49,7 +49,8 @@ int store_health_take(struct store *s, int shard, int64_t now_ms, int64_t lease_
                       uint64_t deadline_ms, store_health_cb cb, void *ud);
 
 /* store_health_due_get reads |uid|'s due time into *due_ms (0 when it has
- * none): for inspection and tests. */
+ * none). The tests read it; the admin inspection shows the same time
+ * computed from the record (expiresAt). */
 typedef void (*store_health_due_cb)(int err, int64_t due_ms, void *ud);
 int store_health_due_get(struct store *s, const char *uid, uint64_t deadline_ms,
                          store_health_due_cb cb, void *ud);

@@ -787,13 +787,6 @@ int rt_actor_passivate(struct rt_actor *a)
     return 0;
 }
 
-const char *rt_actor_key(const struct rt_actor *a, size_t *len)
-{
-    if (len)
-        *len = a->key_len;
-    return a->key_len ? a->key : NULL;
-}
-
 void rt_keyed_set(struct rt *rt, const struct rt_keyed_class *cls)
 {
     rt->keyed_class = *cls;

@@ -182,9 +182,6 @@ int rt_send_key(struct rt *rt, const char *key, size_t len, struct rt_msg *m);
  * messages come first. ENS_EINVAL for an actor addressed by id. */
 int rt_actor_passivate(struct rt_actor *a);
 
-/* rt_actor_key returns a keyed actor's key and sets *len; NULL for others. */
-const char *rt_actor_key(const struct rt_actor *a, size_t *len);
-
 /* rt_keyed_resident returns the number of keyed actors in memory; any thread. */
 size_t rt_keyed_resident(struct rt *rt);
 
