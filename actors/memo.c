@@ -30,14 +30,14 @@ struct act_memo_cache {
     uint64_t hits, misses, evictions;
 };
 
-/* Mailbox ids are keyed-HMAC outputs (actors/ids.c): their bytes are already
- * uniform and cannot be chosen by a client, so a few of them are the hash. */
+/* Mailbox ids are keyed-HMAC outputs (actors/ids.c) that a client cannot
+ * choose; FNV-1a over their text spreads them. */
 static uint32_t key_hash(const uint8_t *k)
 {
-    uint32_t a, b;
-    memcpy(&a, k, 4);
-    memcpy(&b, k + 4, 4);
-    return a ^ b;
+    uint32_t h = 2166136261u;
+    for (size_t i = 0; i < ACT_MEMO_KEY_SIZE; i++)
+        h = (h ^ k[i]) * 16777619u;
+    return h;
 }
 
 struct act_memo_cache *act_memo_cache_new(size_t capacity)

@@ -8,7 +8,7 @@
  * last asked to check in (at most ACT_USER_CHECKIN_EVERY_MS apart), and the
  * health index's due time as last written (so a healthy subscription moves it
  * only every other status event). They live here, one bounded cache per
- * scheduler, 180 bytes an entry (payload, key and links), least
+ * scheduler, about 200 bytes an entry (payload, key, links, bucket), least
  * recently used evicted first. Losing an entry (eviction, restart) only means
  * the devices are asked to check in where the actor would have repaired
  * alone.
@@ -20,11 +20,12 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "actors/ids.h"
 #include "protocols/seal.h"
 
 #define ACT_MEMO_RECENT   8 /* item-id hashes kept of the actor's last pushes */
 #define ACT_MEMO_MIN_CAP  16
-#define ACT_MEMO_KEY_SIZE SEAL_UID_BYTES /* the mailbox id, decoded */
+#define ACT_MEMO_KEY_SIZE ENS_ID_CHARS /* the mailbox id as the actor is keyed by it */
 
 struct act_memo {
     struct seal_token token; /* secret: valid when has_token */

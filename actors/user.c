@@ -15,7 +15,6 @@
 #include "actors/msgs.h"
 #include "persistence/store_health.h"
 #include "runtime/alloc.h"
-#include "runtime/b64.h"
 #include "runtime/clock.h"
 
 /* ---- Messages ---- */
@@ -323,26 +322,14 @@ void user_step_finish(struct user *u, int err)
     user_done(u);
 }
 
-/* memo_key is the mailbox id as the memo cache keys it (decoded); 0 or -1. */
-static int memo_key(const char *uid, uint8_t key[ACT_MEMO_KEY_SIZE])
-{
-    struct rt_buf b;
-    rt_buf_init(&b, 32);
-    int rc = b64_decode(&b, span_cstr(uid), 1);
-    if (rc == 0 && b.len == ACT_MEMO_KEY_SIZE)
-        memcpy(key, b.data, ACT_MEMO_KEY_SIZE);
-    else
-        rc = -1;
-    rt_buf_cleanup(&b);
-    return rc;
-}
+_Static_assert(ACT_MEMO_KEY_SIZE == sizeof(((struct user *)0)->uid) - 1,
+               "the memo cache is keyed by the mailbox id's text");
 
 /* memo_save leaves what must outlive the actor in its scheduler's cache. */
 static void memo_save(struct user *u)
 {
     struct ens_sched_ctx *ctx = ens_sched_ctx_current();
-    uint8_t key[ACT_MEMO_KEY_SIZE];
-    if (ctx == NULL || ctx->memo == NULL || memo_key(u->uid, key) != 0)
+    if (ctx == NULL || ctx->memo == NULL)
         return;
     if (!u->has_token && u->last_checkin_push_ms == 0 && u->recent_count == 0 &&
         u->due_written_ms == 0)
@@ -357,16 +344,14 @@ static void memo_save(struct user *u)
                                 ACT_USER_RECENT_ITEMS];
     m.last_checkin_ms = u->last_checkin_push_ms;
     m.due_written_ms = u->due_written_ms;
-    act_memo_put(ctx->memo, key, &m);
+    act_memo_put(ctx->memo, (const uint8_t *)u->uid, &m);
     OPENSSL_cleanse(&m, sizeof(m));
 }
 
 static void memo_restore(struct user *u, struct ens_sched_ctx *ctx)
 {
-    uint8_t key[ACT_MEMO_KEY_SIZE];
     struct act_memo m;
-    if (ctx == NULL || ctx->memo == NULL || memo_key(u->uid, key) != 0 ||
-        !act_memo_take(ctx->memo, key, &m))
+    if (ctx == NULL || ctx->memo == NULL || !act_memo_take(ctx->memo, (const uint8_t *)u->uid, &m))
         return;
     u->has_token = m.has_token;
     if (m.has_token)
